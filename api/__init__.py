@@ -1,0 +1,70 @@
+"""The InferencePool API (tandem.dev/v1alpha1): pydantic models, the single source of truth.
+
+The CRD in crds/ is generated from these models (`tandem crds`). This package imports no other
+Tandem package.
+"""
+
+from tandem.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION, InferencePool
+from tandem.api.spec import (
+    AcceleratorSpec,
+    AdmissionPolicy,
+    BalancePolicy,
+    DisaggregationMode,
+    DisaggregationSpec,
+    EngineSpec,
+    EngineType,
+    InferencePoolSpec,
+    KvConnector,
+    ModelArchitecture,
+    ModelSpec,
+    Placement,
+    RoleSpec,
+    RouterSpec,
+    SloSpec,
+    TokenStats,
+    WorkloadSpec,
+)
+from tandem.api.status import (
+    Condition,
+    ConditionType,
+    InferencePoolStatus,
+    PlanStatus,
+    RolePlanStatus,
+    RoleStatus,
+    RouterStatus,
+)
+from tandem.api.timing import EngineTiming
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "KIND",
+    "PLURAL",
+    "VERSION",
+    "AcceleratorSpec",
+    "AdmissionPolicy",
+    "BalancePolicy",
+    "Condition",
+    "ConditionType",
+    "DisaggregationMode",
+    "DisaggregationSpec",
+    "EngineSpec",
+    "EngineTiming",
+    "EngineType",
+    "InferencePool",
+    "InferencePoolSpec",
+    "InferencePoolStatus",
+    "KvConnector",
+    "ModelArchitecture",
+    "ModelSpec",
+    "Placement",
+    "PlanStatus",
+    "RolePlanStatus",
+    "RoleSpec",
+    "RoleStatus",
+    "RouterSpec",
+    "RouterStatus",
+    "SloSpec",
+    "TokenStats",
+    "WorkloadSpec",
+]

@@ -1,0 +1,28 @@
+"""The InferencePool resource: group, version, names, and the whole object."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from tandem.api.base import ApiModel
+from tandem.api.spec import InferencePoolSpec
+from tandem.api.status import InferencePoolStatus
+
+GROUP = "tandem.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "InferencePool"
+PLURAL = "inferencepools"
+SINGULAR = "inferencepool"
+# Not `infpool`: the Gateway API Inference Extension's InferencePool has that short name.
+SHORT_NAMES = ("tpool",)
+
+
+class InferencePool(ApiModel):
+    api_version: Literal["tandem.dev/v1alpha1"] = API_VERSION
+    kind: Literal["InferencePool"] = KIND
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: InferencePoolSpec
+    status: InferencePoolStatus | None = None

@@ -1,0 +1,36 @@
+"""The distribution's shape: one `tandem` package made of the top-level component folders."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_no_top_level_operator_shadows_the_standard_library() -> None:
+    # Run from the repository root, where a top-level `operator` package would win the import.
+    probe = "import operator, sys; print(operator.__file__); sys.exit(0 if hasattr(operator, 'itemgetter') else 1)"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert not result.stdout.strip().startswith(str(ROOT)), result.stdout
+
+
+def test_every_component_folder_is_packaged() -> None:
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapping: dict[str, str] = setuptools["package-dir"]
+    assert sorted(mapping) == sorted(setuptools["packages"])
+    folders = {
+        str(init.parent.relative_to(ROOT))
+        for init in ROOT.glob("*/**/__init__.py")
+        if init.parent.parts[len(ROOT.parts)] in {"api", "cli", "devcluster", "operator", "planner", "router", "sim"}
+    } | {"operator"}
+    assert folders == set(mapping.values()), "a sub-package is missing from [tool.setuptools] packages"
+
+
+def test_tandem_command_lists_its_subcommands() -> None:
+    result = subprocess.run([sys.executable, "-m", "tandem.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "crds" in result.stdout
