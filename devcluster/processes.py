@@ -75,6 +75,31 @@ async def stop_group(process: asyncio.subprocess.Process, grace: float) -> int:
     return process.returncode if process.returncode is not None else -signal.SIGKILL
 
 
+def child_pids(parent: int) -> list[int]:
+    """The pids of ``parent``'s living children (from /proc)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command name: state, ppid, ...
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and int(fields[1]) == parent:
+            children.append(int(entry.name))
+    return children
+
+
+def kill_children() -> None:
+    """SIGKILL the process group of every child of this process: the last safety net at exit."""
+    for pid in child_pids(os.getpid()):
+        signal_group(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def tail(path: Path, limit: int = 3000) -> str:
     """The last ``limit`` characters of a log file, for error messages."""
     try:

@@ -1,0 +1,32 @@
+"""The devcluster's settings: parsed once, then handed to the supervisor process as JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class NodeSettings(BaseModel):
+    """The one node and its kubelet."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "tandem-node"
+    gpus: int = Field(8, ge=0, description="allocatable nvidia.com/gpu")
+    labels: dict[str, str] = Field(default_factory=dict, description="extra node labels (for nodeSelectors)")
+    restart_backoff_initial: float = Field(1.0, gt=0, description="seconds before the first restart")
+    restart_backoff_max: float = Field(30.0, gt=0, description="cap of the doubling restart delay, seconds")
+    volume_refresh_seconds: float = Field(
+        10.0, gt=0, description="how often ConfigMap/Secret/projected volumes are refreshed"
+    )
+
+
+class DevClusterSettings(BaseModel):
+    """Everything the supervisor needs to run a cluster."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    work_dir: Path
+    assets: Path | None = Field(None, description="folder with etcd, kube-apiserver, kube-controller-manager")
+    node: NodeSettings = Field(default_factory=NodeSettings)

@@ -1,0 +1,17 @@
+"""What the cluster serves that changes what the operator renders (found by API discovery)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+# API versions in order of preference: the newest served wins.
+PDB_VERSIONS = ("policy/v1", "policy/v1beta1")
+LWS_VERSIONS = ("leaderworkerset.x-k8s.io/v1",)
+
+
+class Capabilities(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pdb_api_version: str = PDB_VERSIONS[0]
+    # None: the LeaderWorkerSet CRD is not installed, so multi-node instances cannot be deployed.
+    lws_api_version: str | None = None

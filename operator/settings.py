@@ -1,0 +1,90 @@
+"""The operator's settings: default images and how it runs, read once from the environment.
+
+The engine image pins vLLM and LMCache together; images/vllm-lmcache/Dockerfile builds this tag.
+These constants are the one place those versions are named in code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+VLLM_VERSION = "v0.33.0"
+LMCACHE_VERSION = "0.5.6"
+TANDEM_VERSION = "0.1.0"
+DEFAULT_TANDEM_IMAGE = f"ghcr.io/tandem-dev/tandem:{TANDEM_VERSION}"
+DEFAULT_VLLM_IMAGE = f"ghcr.io/tandem-dev/vllm-lmcache:{VLLM_VERSION}-lmcache{LMCACHE_VERSION}"
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the operator cannot use; the message names it."""
+
+
+class Images(BaseModel):
+    """Images the operator renders when a pool names none."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tandem: str = Field(default=DEFAULT_TANDEM_IMAGE, min_length=1, description="Router and simulator.")
+    vllm: str = Field(default=DEFAULT_VLLM_IMAGE, min_length=1, description="vLLM with LMCache.")
+
+
+class OperatorSettings(BaseModel):
+    """How one operator process runs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    images: Images = Field(default_factory=Images)
+    namespaces: tuple[str, ...] = Field(default=(), description="Watched namespaces; empty means all.")
+    kubeconfig: Path | None = Field(default=None, description="None: in-cluster when there, else $KUBECONFIG or ~/.kube/config.")
+    bind_host: str = Field(default="0.0.0.0", description="Address of the liveness and metrics endpoints.")
+    liveness_port: int = Field(default=8080, ge=0, le=65535, description="0 turns the endpoint off.")
+    metrics_port: int = Field(default=9090, ge=0, le=65535, description="0 turns the endpoint off.")
+    workers: int = Field(default=4, ge=1, le=64, description="Pools reconciled at the same time.")
+    resync_seconds: float = Field(
+        default=600, gt=0, description="Every pool is re-checked this often even without events."
+    )
+
+
+# Environment variable → settings field. Namespaces are comma-separated.
+_ENV = {
+    "TANDEM_IMAGE": ("images", "tandem"),
+    "TANDEM_VLLM_IMAGE": ("images", "vllm"),
+    "TANDEM_OPERATOR_NAMESPACES": ("namespaces",),
+    "TANDEM_BIND_HOST": ("bind_host",),
+    "TANDEM_OPERATOR_LIVENESS_PORT": ("liveness_port",),
+    "TANDEM_OPERATOR_METRICS_PORT": ("metrics_port",),
+    "TANDEM_OPERATOR_WORKERS": ("workers",),
+    "TANDEM_OPERATOR_RESYNC_SECONDS": ("resync_seconds",),
+}
+
+
+def settings_from_env(env: Mapping[str, str], **overrides: object) -> OperatorSettings:
+    """Settings from environment variables (see ``_ENV``), then ``overrides`` (CLI flags) on top."""
+    raw: dict[str, object] = {}
+    images: dict[str, str] = {}
+    for variable, path in _ENV.items():
+        value = env.get(variable)
+        if not value:
+            continue
+        if path[0] == "images":
+            images[path[1]] = value
+        elif path[0] == "namespaces":
+            raw["namespaces"] = tuple(part.strip() for part in value.split(",") if part.strip())
+        else:
+            raw[path[0]] = value
+    if images:
+        raw["images"] = images
+    raw.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        return OperatorSettings.model_validate(raw)
+    except ValidationError as exc:
+        fields = {path: variable for variable, path in _ENV.items()}
+        problems = []
+        for error in exc.errors():
+            loc = tuple(str(part) for part in error["loc"])
+            source = fields.get(loc, ".".join(loc))
+            problems.append(f"{source}: {error['msg']}")
+        raise SettingsError("; ".join(problems)) from exc

@@ -1,0 +1,125 @@
+"""Endpoint state: what the router knows of each engine between decisions.
+
+Discovery replaces the set of endpoints per pool and role; the data path counts its open requests
+and LMCache buffer reservations; the monitor records scraped engine load and health. Decisions see
+frozen `EndpointSnapshot`s of this state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from tandem.router.decision import EndpointSnapshot, Role
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointAddress:
+    url: str  # http://<ip>:<port>
+    name: str | None = None  # the pod behind it, for logs
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+
+@dataclass(slots=True)
+class EndpointState:
+    address: EndpointAddress
+    pool: str
+    role: Role
+    in_flight: int = 0
+    running: float = 0.0
+    waiting: float = 0.0
+    kv_usage: float = 0.0
+    healthy: bool = True
+    buffer_reserved: int = 0  # LMCache PD buffer chunks held by handoffs in progress
+
+    @property
+    def url(self) -> str:
+        return self.address.url
+
+    def snapshot(self, buffer_chunks: int | None) -> EndpointSnapshot:
+        return EndpointSnapshot(
+            url=self.url,
+            host=self.address.host,
+            role=self.role,
+            in_flight=self.in_flight,
+            running=self.running,
+            waiting=self.waiting,
+            kv_usage=self.kv_usage,
+            healthy=self.healthy,
+            buffer_free_chunks=None if buffer_chunks is None else buffer_chunks - self.buffer_reserved,
+        )
+
+
+InFlightListener = Callable[[EndpointState], None]
+
+
+class EndpointRegistry:
+    """Endpoints per (pool, role), keyed by URL. Owned by the app; touched only on the event loop."""
+
+    def __init__(self, on_in_flight: InFlightListener | None = None) -> None:
+        self._roles: dict[tuple[str, Role], dict[str, EndpointState]] = {}
+        self._on_in_flight = on_in_flight or (lambda _: None)
+
+    def replace(self, pool: str, role: Role, addresses: Iterable[EndpointAddress]) -> list[EndpointState]:
+        """Set the endpoints of a role, keeping the state of those still present. Returns those removed."""
+        current = self._roles.setdefault((pool, role), {})
+        fresh = {a.url: a for a in addresses}
+        removed = [current.pop(url) for url in list(current) if url not in fresh]
+        for url, address in fresh.items():
+            if url in current:
+                current[url].address = address
+            else:
+                current[url] = EndpointState(address, pool, role)
+        return removed
+
+    def drop_pool(self, pool: str) -> None:
+        for key in [k for k in self._roles if k[0] == pool]:
+            del self._roles[key]
+
+    def states(self, pool: str, role: Role) -> list[EndpointState]:
+        return list(self._roles.get((pool, role), {}).values())
+
+    def snapshots(self, pool: str, role: Role, buffer_chunks: int | None = None) -> tuple[EndpointSnapshot, ...]:
+        return tuple(s.snapshot(buffer_chunks if role == Role.DECODE else None) for s in self.states(pool, role))
+
+    def find(self, pool: str, role: Role, url: str) -> EndpointState | None:
+        return self._roles.get((pool, role), {}).get(url)
+
+    def __iter__(self) -> Iterator[EndpointState]:
+        for states in list(self._roles.values()):
+            yield from list(states.values())
+
+    def available(self, pool: str, role: Role) -> int:
+        return sum(1 for s in self.states(pool, role) if s.healthy)
+
+    @contextmanager
+    def lease(self, state: EndpointState) -> Iterator[EndpointState]:
+        """Count a request open on the endpoint for the block's duration."""
+        state.in_flight += 1
+        self._on_in_flight(state)
+        try:
+            yield state
+        finally:
+            state.in_flight -= 1
+            self._on_in_flight(state)
+
+    def hold_buffer(self, state: EndpointState, chunks: int) -> BufferHold:
+        """Hold a decoder's PD buffer chunks while a handoff's KV sits there, unread."""
+        state.buffer_reserved += chunks
+        return BufferHold(state, chunks)
+
+
+class BufferHold:
+    def __init__(self, state: EndpointState, chunks: int) -> None:
+        self._state = state
+        self._chunks = chunks
+
+    def release(self) -> None:
+        """Idempotent: the stream and the error path may both release."""
+        self._state.buffer_reserved -= self._chunks
+        self._chunks = 0

@@ -1,0 +1,111 @@
+"""Calls to engines over the shared aiohttp client, with failures translated to router errors.
+
+aiohttp carries the data path: measured in benchmarks/router_http_stack.py, an aiohttp client is
+several times faster than httpx's default transport, and one client for control calls too keeps
+one connection pool per engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from tandem.router.errors import BackendError, BackendUnreachable, EngineRejected, RouterError
+from tandem.router.sse import error_event
+
+log = logging.getLogger(__name__)
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+_TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+def new_session(connect_timeout_s: float) -> aiohttp.ClientSession:
+    # Idle connections close after 4 s: vLLM's keep-alive is 5 s, so the router never reuses one
+    # the engine is closing.
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0, enable_cleanup_closed=True)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
+
+
+class Upstream:
+    def __init__(self, session: aiohttp.ClientSession, *, control_timeout_s: float) -> None:
+        self.session = session
+        self._control_timeout = aiohttp.ClientTimeout(total=control_timeout_s)
+
+    async def open(self, url: str, path: str, body: bytes, request_id: str) -> aiohttp.ClientResponse:
+        """POST and return once the engine's status line and headers are in. Raises
+        BackendUnreachable when they never come, EngineRejected/BackendError for error statuses."""
+        headers = {**JSON_HEADERS, "X-Request-Id": request_id}
+        try:
+            resp = await self.session.post(url + path, data=body, headers=headers)
+        except _TRANSPORT_ERRORS as exc:
+            raise BackendUnreachable(url, repr(exc)) from exc
+        if resp.status < 400:
+            return resp
+        try:
+            payload = await resp.read()
+        except _TRANSPORT_ERRORS:
+            payload = b""
+        finally:
+            resp.release()
+        if resp.status < 500:
+            raise EngineRejected(resp.status, payload)
+        raise BackendError(f"Engine {url} answered {resp.status}", code="engine_error")
+
+    async def read(self, resp: aiohttp.ClientResponse, url: str) -> bytes:
+        """The whole body of an opened response; a break is a BackendError."""
+        try:
+            return await resp.read()
+        except _TRANSPORT_ERRORS as exc:
+            raise BackendError(f"Engine {url} broke off its answer: {exc!r}", code="engine_broke") from exc
+        finally:
+            resp.release()
+
+    async def post_json(self, url: str, path: str, payload: Any, request_id: str) -> dict[str, Any]:
+        resp = await self.open(url, path, msgspec.json.encode(payload), request_id)
+        return decode_object(await self.read(resp, url), url)
+
+    async def control(self, url: str, path: str, payload: Any, request_id: str) -> dict[str, Any]:
+        """A short call (/tokenize) under the control timeout."""
+        try:
+            async with asyncio.timeout(self._control_timeout.total):
+                return await self.post_json(url, path, payload, request_id)
+        except TimeoutError as exc:
+            raise BackendUnreachable(url, f"{path} timed out") from exc
+
+
+def decode_object(raw: bytes, url: str) -> dict[str, Any]:
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise BackendError(f"Engine {url} answered with invalid JSON", code="engine_error") from exc
+    if not isinstance(value, dict):
+        raise BackendError(f"Engine {url} answered with a non-object", code="engine_error")
+    return value
+
+
+async def relay(
+    resp: aiohttp.ClientResponse, url: str, on_break: Callable[[RouterError], None]
+) -> AsyncIterator[bytes]:
+    """The engine's stream as it comes; a break mid-stream ends it with one error event. Closing the
+    generator early (the client left) closes the connection, which makes the engine abort."""
+    finished = False
+    try:
+        async for chunk in resp.content.iter_any():
+            yield chunk
+        finished = True
+    except _TRANSPORT_ERRORS as exc:
+        log.warning("stream from %s broke: %r", url, exc)
+        error = BackendError(f"Engine {url} broke off the stream", code="engine_broke")
+        on_break(error)
+        yield error_event(error)
+    finally:
+        if finished:
+            resp.release()
+        else:
+            resp.close()

@@ -1,0 +1,159 @@
+"""Everything a simulator process is configured with, parsed once (by ``tandem sim``, or by a test).
+
+``--kv-transfer-config`` is vLLM's JSON (:class:`KVTransferConfig`); the LMCache YAML named by
+``LMCACHE_CONFIG_FILE`` is read into :class:`LMCacheConfig`. Addresses are already resolved for
+binding: see :func:`resolve_bind_host`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tandem.api.timing import EngineTiming
+from tandem.sim.faults import Faults
+
+DEFAULT_MODEL = "tandem/sim-model"
+LMCACHE_CONNECTOR = "LMCacheConnectorV1"
+NIXL_CONNECTOR = "NixlConnector"
+_WILDCARDS = frozenset({"", "0.0.0.0", "::", "*"})
+
+
+def resolve_bind_host(host: str | None, override: str | None) -> str:
+    """The address to bind for ``host``: a wildcard means ``override`` when one is set.
+
+    In the devcluster every pod shares one network namespace, so ``TANDEM_BIND_HOST`` gives each
+    pod its own loopback address; a wildcard (``0.0.0.0``, unset) must then bind only that.
+    """
+    if host is None or host in _WILDCARDS:
+        return override or "0.0.0.0"
+    return host
+
+
+class KVTransferConfig(BaseModel):
+    """vLLM's ``--kv-transfer-config``; keys the simulator does not use are accepted and ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    kv_connector: str
+    kv_role: Literal["kv_producer", "kv_consumer", "kv_both"]
+    engine_id: str | None = None
+    kv_connector_extra_config: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def skip_last_n_tokens(self) -> int:
+        return int(self.kv_connector_extra_config.get("skip_last_n_tokens", 0))
+
+    @property
+    def discard_partial_chunks(self) -> bool:
+        return bool(self.kv_connector_extra_config.get("discard_partial_chunks", False))
+
+
+class LMCacheConfig(BaseModel):
+    """The keys of LMCache's YAML config that shape PD disaggregation; other keys are ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    chunk_size: int = Field(default=256, ge=1)
+    enable_pd: bool = False
+    transfer_channel: str | None = None
+    pd_role: Literal["sender", "receiver"] | None = None
+    pd_backend_mode: Literal["async", "sync"] = "async"
+    pd_proxy_host: str | None = None
+    pd_proxy_port: int | None = None
+    pd_peer_host: str | None = None
+    pd_peer_init_port: list[int] | None = None
+    pd_peer_alloc_port: list[int] | None = None
+    pd_buffer_size: int | None = Field(default=None, ge=1)
+
+    @field_validator("pd_peer_init_port", "pd_peer_alloc_port", mode="before")
+    @classmethod
+    def _one_port_is_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) else value
+
+    @classmethod
+    def from_file(cls, path: Path) -> LMCacheConfig:
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: an LMCache config is a YAML mapping")
+        return cls.model_validate(loaded)
+
+
+class NixlSettings(BaseModel):
+    """vLLM's NIXL side channel (``VLLM_NIXL_SIDE_CHANNEL_HOST`` / ``_PORT``) and block lease."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    side_channel_host: str = "127.0.0.1"
+    side_channel_port: int = Field(default=5600, ge=1, le=65535)
+    # VLLM_NIXL_ABORT_REQUEST_TIMEOUT: how long a prefiller keeps blocks nobody reads.
+    lease_s: float = Field(default=480.0, gt=0)
+    read_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class SimSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = DEFAULT_MODEL
+    served_model_name: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_model_len: int = Field(default=32768, ge=2)
+    seed: int = 0
+    speed: float = Field(default=1.0, gt=0, description="time runs this many times faster than modelled")
+    timing: EngineTiming = Field(default_factory=EngineTiming)
+    block_size: int = Field(default=16, ge=1)
+    enable_prefix_caching: bool = True
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    pipeline_parallel_size: int = Field(default=1, ge=1)
+    kv_bytes_per_token: int = Field(default=131072, ge=1, description="KV bytes per token, all TP ranks")
+    kv_transfer_config: KVTransferConfig | None = None
+    lmcache: LMCacheConfig | None = None
+    lmcache_hash_seed: int | None = Field(default=None, description="PYTHONHASHSEED; None: random per process")
+    nixl: NixlSettings = Field(default_factory=NixlSettings)
+    faults: Faults = Field(default_factory=Faults)
+    admin_api: bool = True
+    keep_alive_s: float = Field(default=5.0, gt=0)
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return self.served_model_name or (self.model,)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.max_model_len > self.timing.kv_capacity_tokens:
+            raise ValueError(
+                f"max_model_len {self.max_model_len} exceeds the KV capacity of "
+                f"{self.timing.kv_capacity_tokens} tokens: one sequence could never fit"
+            )
+        config = self.kv_transfer_config
+        if config is None:
+            return self
+        if config.kv_connector == LMCACHE_CONNECTOR:
+            self._check_lmcache(config)
+        elif config.kv_connector != NIXL_CONNECTOR:
+            raise ValueError(
+                f"kv_connector {config.kv_connector!r} is not simulated "
+                f"(use {LMCACHE_CONNECTOR} or {NIXL_CONNECTOR})"
+            )
+        return self
+
+    def _check_lmcache(self, config: KVTransferConfig) -> None:
+        lmcache = self.lmcache
+        if lmcache is None or not lmcache.enable_pd:
+            raise ValueError(f"{LMCACHE_CONNECTOR} needs an LMCache config (LMCACHE_CONFIG_FILE) with enable_pd")
+        expected = {"kv_producer": "sender", "kv_consumer": "receiver"}.get(config.kv_role)
+        if lmcache.pd_role != expected:
+            raise ValueError(f"kv_role {config.kv_role} needs pd_role {expected}, the LMCache config has {lmcache.pd_role}")
+        if lmcache.pd_buffer_size is None:
+            raise ValueError("the LMCache config needs pd_buffer_size")
+        if lmcache.pd_role == "sender" and (lmcache.pd_proxy_host is None or lmcache.pd_proxy_port is None):
+            raise ValueError("a sender's LMCache config needs pd_proxy_host and pd_proxy_port")
+        if lmcache.pd_role == "receiver":
+            for key in ("pd_peer_init_port", "pd_peer_alloc_port"):
+                ports = getattr(lmcache, key)
+                if ports is None or len(ports) != self.tensor_parallel_size:
+                    raise ValueError(f"{key} needs one port per TP rank ({self.tensor_parallel_size})")
