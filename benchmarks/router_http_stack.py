@@ -21,8 +21,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 CANNED = (
@@ -107,12 +109,24 @@ def _run_raw_asgi(port: int, backend: str) -> None:
         async with session[0].post(backend, data=b"".join(chunks)) as resp:
             payload = await resp.read()
         await send(
-            {"type": "http.response.start", "status": resp.status, "headers": [(b"content-type", b"application/json")]}
+            {
+                "type": "http.response.start",
+                "status": resp.status,
+                "headers": [(b"content-type", b"application/json")],
+            }
         )
         await send({"type": "http.response.body", "body": payload})
 
-    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning",
-                access_log=False, backlog=1024)  # fmt: skip
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        backlog=1024,
+    )
 
 
 def _serve(kind: str, port: int, backend_port: int) -> None:
@@ -154,19 +168,37 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _wrk(port: int, seconds: int, connections: int, cpus: str, lua: str) -> tuple[float, str]:
+def _wrk(port: int, seconds: int, connections: int, cpus: str, lua: Path) -> tuple[float, str]:
     out = subprocess.run(
-        ["taskset", "-c", cpus, "wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency",
-         "-s", lua, f"http://127.0.0.1:{port}/v1/completions"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            "taskset",
+            "-c",
+            cpus,
+            "wrk",
+            "-t",
+            "1",
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "--latency",
+            "-s",
+            lua,
+            f"http://127.0.0.1:{port}/v1/completions",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out.stdout).group(1))  # type: ignore[union-attr]
-    p50 = re.search(r"50%\s+(\S+)", out.stdout)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out.stdout, re.MULTILINE)
     return rps, p50.group(1) if p50 else "?"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--only", choices=CANDIDATES, action="append")
@@ -183,9 +215,10 @@ def main() -> int:
     if len(cores) < 2:
         raise SystemExit("needs at least 2 cores")
     proxy_cpu, rest = str(cores[0]), ",".join(map(str, cores[1:]))
-    lua = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".router_http_stack.lua")
-    with open(lua, "w") as handle:
-        handle.write(f"wrk.method = 'POST'\nwrk.body = '{BODY}'\nwrk.headers['Content-Type'] = 'application/json'\n")
+    lua = Path(tempfile.mkdtemp()) / "post.lua"
+    lua.write_text(
+        f"wrk.method = 'POST'\nwrk.body = '{BODY}'\nwrk.headers['Content-Type'] = 'application/json'\n"
+    )
     backend_port = _free_port()
     backend = _start([sys.executable, __file__, "--serve", "backend", "--port", str(backend_port)], rest)
     results: dict[str, tuple[float, str]] = {}
@@ -195,12 +228,33 @@ def main() -> int:
         for kind in args.only or CANDIDATES:
             port = _free_port()
             if kind == "tandem":
-                cmd = [sys.executable, "-m", "tandem.cli", "router", "--port", str(port), "--host", "127.0.0.1",
-                       "--static-decode", f"http://127.0.0.1:{backend_port}", "--served-model", "m",
-                       "--scrape-interval", "0"]  # fmt: skip
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "tandem.cli",
+                    "router",
+                    "--port",
+                    str(port),
+                    "--host",
+                    "127.0.0.1",
+                    "--static-decode",
+                    f"http://127.0.0.1:{backend_port}",
+                    "--served-model",
+                    "m",
+                    "--scrape-interval",
+                    "0",
+                ]
             else:
-                cmd = [sys.executable, __file__, "--serve", kind, "--port", str(port),
-                       "--backend-port", str(backend_port)]  # fmt: skip
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--serve",
+                    kind,
+                    "--port",
+                    str(port),
+                    "--backend-port",
+                    str(backend_port),
+                ]
             proxy = _start(cmd, proxy_cpu)
             try:
                 _wait_port(port)
@@ -210,7 +264,7 @@ def main() -> int:
                 _stop(proxy)
     finally:
         _stop(backend)
-        os.unlink(lua)
+        shutil.rmtree(lua.parent)
     base = results.get("aiohttp-web", (0.0, ""))[0]
     print(f"{'candidate':<22}{'req/s':>10}{'p50':>10}{'vs aiohttp-web':>16}")
     for name, (rps, p50) in results.items():

@@ -12,7 +12,14 @@ import sys
 from collections.abc import Sequence
 
 # Components that add subcommands, in the order `tandem --help` lists them.
-COMMANDS: tuple[str, ...] = ("tandem.api.cli",)
+COMMANDS: tuple[str, ...] = (
+    "tandem.api.cli",
+    "tandem.router.cli",
+    "tandem.devcluster.cli",
+    "tandem.sim.cli",
+    "tandem.planner.cli",
+    "tandem.operator.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tandem.devcluster.env import EnvError
-from tandem.devcluster.images import NOT_RUNNABLE_REASON, ImageNotRunnable
+from tandem.devcluster.images import NOT_RUNNABLE_REASON, ImageNotRunnableError
 from tandem.devcluster.launch import ContainerLaunch
 from tandem.devcluster.podstatus import ContainerStatus, Running, Terminated, Waiting, now
 from tandem.devcluster.probes import ProbeTiming, ProbeTracker, check
@@ -48,11 +48,16 @@ def restarts(restart_policy: str, exit_code: int, init: bool) -> bool:
     return True
 
 
-async def start_process(launch: ContainerLaunch, launch_file: Path, log: Path) -> asyncio.subprocess.Process:
-    """Start the container: a private mount and UTS namespace, then ``podinit`` execs the program."""
+def write_launch(launch: ContainerLaunch, launch_file: Path) -> None:
+    """Write podinit's input; readable by root only (it holds the container's environment)."""
     launch_file.parent.mkdir(parents=True, exist_ok=True)
     launch_file.write_text(launch.model_dump_json())
     launch_file.chmod(0o600)
+
+
+async def start_process(launch: ContainerLaunch, launch_file: Path, log: Path) -> asyncio.subprocess.Process:
+    """Start the container: a private mount and UTS namespace, then ``podinit`` execs the program."""
+    write_launch(launch, launch_file)
     argv = ["unshare", "--mount", "--uts", "--propagation", "private", "--"]
     argv += [sys.executable, "-m", "tandem.devcluster.podinit", str(launch_file)]
     return await spawn(argv, log)
@@ -124,7 +129,7 @@ class ContainerRunner:
         while True:
             try:
                 launch = await self._prepare()
-            except ImageNotRunnable as exc:
+            except ImageNotRunnableError as exc:
                 self._set(state=Waiting(NOT_RUNNABLE_REASON, str(exc)))
                 return
             except (EnvError, VolumeError) as exc:
@@ -151,7 +156,9 @@ class ContainerRunner:
             state=Running(started_at),
             container_id=container_id,
             started=probing and self._container.startup_probe is None,
-            ready=probing and self._container.startup_probe is None and self._container.readiness_probe is None,
+            ready=probing
+            and self._container.startup_probe is None
+            and self._container.readiness_probe is None,
         )
         probes = asyncio.create_task(self._probe(process.pid, launch.env)) if probing else None
         exited = asyncio.create_task(process.wait())

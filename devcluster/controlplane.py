@@ -51,7 +51,9 @@ class ControlPlaneAccess:
     ca_cert: Path
 
 
-def render_kubeconfig(server: str, ca_pem: bytes, token: str, name: str = "tandem-devcluster") -> dict[str, Any]:
+def render_kubeconfig(
+    server: str, ca_pem: bytes, token: str, name: str = "tandem-devcluster"
+) -> dict[str, Any]:
     """A kubeconfig document for one cluster and one token user."""
     return {
         "apiVersion": "v1",
@@ -59,7 +61,10 @@ def render_kubeconfig(server: str, ca_pem: bytes, token: str, name: str = "tande
         "clusters": [
             {
                 "name": name,
-                "cluster": {"server": server, "certificate-authority-data": base64.b64encode(ca_pem).decode()},
+                "cluster": {
+                    "server": server,
+                    "certificate-authority-data": base64.b64encode(ca_pem).decode(),
+                },
             }
         ],
         "users": [{"name": "admin", "user": {"token": token}}],

@@ -10,7 +10,6 @@ reads ``/etc/hosts`` at every lookup, so running programs see the change.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +64,7 @@ def write_atomically(path: Path, content: str) -> None:
     staged = path.with_name(path.name + ".tmp")
     staged.write_text(content)
     staged.chmod(0o644)
-    os.replace(staged, path)
+    staged.replace(path)
 
 
 class HostsFiles:

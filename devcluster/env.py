@@ -111,7 +111,7 @@ def service_link_env(services: Iterable[ServiceLink]) -> dict[str, str]:
             continue
         prefix = _env_name(service.name)
         env[f"{prefix}_SERVICE_HOST"] = service.cluster_ip
-        first_name, first_port, first_protocol = service.ports[0]
+        _, first_port, first_protocol = service.ports[0]
         env[f"{prefix}_SERVICE_PORT"] = str(first_port)
         env[f"{prefix}_PORT"] = f"{first_protocol.lower()}://{service.cluster_ip}:{first_port}"
         for port_name, port, protocol in service.ports:
@@ -185,7 +185,9 @@ def container_env(
         elif variable.value_from.secret_key_ref is not None:
             value = _key_ref("secret", variable.value_from.secret_key_ref, secrets)
         else:
-            raise EnvError(f"env {variable.name}: only fieldRef, configMapKeyRef and secretKeyRef are supported")
+            raise EnvError(
+                f"env {variable.name}: only fieldRef, configMapKeyRef and secretKeyRef are supported"
+            )
         if value is not None:
             env[variable.name] = value
     env[BIND_HOST_ENV] = pod.pod_ip

@@ -20,7 +20,7 @@ TANDEM_REPOSITORY = "tandem"
 _PYTHONS = ("python", "python3")
 
 
-class ImageNotRunnable(Exception):
+class ImageNotRunnableError(Exception):
     """The container cannot run on this machine; ``str()`` is the message the pod shows."""
 
 
@@ -38,7 +38,7 @@ def runnable_argv(
     which: Callable[[str], str | None],
     python: str,
 ) -> list[str]:
-    """The local command line for a container, or ``ImageNotRunnable``.
+    """The local command line for a container, or ``ImageNotRunnableError``.
 
     ``argv`` is the expanded ``command`` + ``args``; ``has_command`` says whether ``command`` was
     given (otherwise ``argv`` holds only arguments to the image's entry point).
@@ -50,7 +50,7 @@ def runnable_argv(
         if full[0] in _PYTHONS:
             return [python, *full[1:]]
     elif not has_command:
-        raise ImageNotRunnable(
+        raise ImageNotRunnableError(
             f"image {image!r} is not runnable here: the devcluster has no images, so a container that "
             "is not Tandem's needs a `command` naming a program installed on this machine"
         )
@@ -58,7 +58,7 @@ def runnable_argv(
         full = list(argv)
     program = which(full[0])
     if program is None:
-        raise ImageNotRunnable(
+        raise ImageNotRunnableError(
             f"image {image!r} is not runnable here: its command {full[0]!r} is not a program on this machine "
             f"(the devcluster runs image repository {TANDEM_REPOSITORY!r} as Tandem, and other containers "
             "only through locally installed programs)"

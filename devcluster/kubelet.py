@@ -75,7 +75,9 @@ def node_manifest(shape: NodeShape, host_ip: str) -> dict[str, Any]:
             ("PIDPressure", "HasSufficientPID"),
         )
     ]
-    conditions.append({"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "devcluster kubelet"})
+    conditions.append(
+        {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "devcluster kubelet"}
+    )
     for condition in conditions:
         condition.update(lastHeartbeatTime=moment, lastTransitionTime=moment)
     return {

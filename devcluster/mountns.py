@@ -13,6 +13,10 @@ which must not change, so a missing path is made by *mirroring* its deepest exis
   ``/``), so mirroring ``/`` builds the same tmpfs copy on a scratch folder and ``chroot``s into it.
 
 Only ancestors that lack a wanted entry are mirrored; all else is the host's view, unchanged.
+One consequence: a file directly inside a mirrored folder is bound at container start, so if the
+host later *replaces* it (rename over it) the container keeps seeing the old file; rewrites in place,
+and anything inside bound sub-folders, show as usual. (The kubelet keeps each pod's hosts file in
+a folder of its own for this reason.)
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ def _recreate_entries(original: int, into: Path, links: dict[str, str]) -> None:
         if entry.name in links:
             continue
         if entry.is_symlink():
-            target.symlink_to(os.readlink(entry.path))
+            target.symlink_to(Path(entry.path).readlink())
         elif entry.is_dir(follow_symlinks=False):
             target.mkdir()
             bind(Path(entry.path), target)

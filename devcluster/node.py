@@ -106,10 +106,11 @@ class _CatalogFeed:
     async def _publish(self) -> None:
         self._changed.clear()
         self.catalog = build_catalog(
-                self._services.objects.values(), self._slices.objects.values(), self._apiserver
-            )
-            self._hosts.update(self.catalog)
-            await self._proxy.apply(self.catalog)
+            self._services.objects.values(), self._slices.objects.values(), self._apiserver
+        )
+        # The proxy first: once a name resolves, its ClusterIP already forwards to the same endpoints.
+        await self._proxy.apply(self.catalog)
+        self._hosts.update(self.catalog)
 
 
 async def _service_account_ready(core: Any) -> None:
@@ -124,12 +125,13 @@ async def _service_account_ready(core: Any) -> None:
 
 
 @asynccontextmanager
-async def node_agent(access: ControlPlaneAccess, directory: Path, settings: NodeSettings) -> AsyncIterator[None]:
+async def node_agent(
+    access: ControlPlaneAccess, directory: Path, settings: NodeSettings
+) -> AsyncIterator[None]:
     """Run the node (kubelet, proxy, DNS) against the control plane; pods' state under ``directory``."""
     check_runtime()
-    async with api_client(access) as api:
-        async with _running_node(api, access, directory, settings):
-            yield
+    async with api_client(access) as api, _running_node(api, access, directory, settings):
+        yield
 
 
 @asynccontextmanager
@@ -171,7 +173,10 @@ async def _running_node(
         await kubelet.register()
         await _service_account_ready(core)
         informer = Informer("pods", core.list_pod_for_all_namespaces, kubelet.on_pod_event)
-        pods = [asyncio.create_task(informer.run(), name="pods"), asyncio.create_task(kubelet.run(), name="kubelet")]
+        pods = [
+            asyncio.create_task(informer.run(), name="pods"),
+            asyncio.create_task(kubelet.run(), name="kubelet"),
+        ]
         yield
     finally:
         # No new pods first, then every pod's processes, then the Services.

@@ -26,6 +26,7 @@ from tandem.devcluster.dns import HostsFiles, PodHosts
 from tandem.devcluster.env import PodFacts, container_argv, container_env, secret_text, service_link_env
 from tandem.devcluster.images import runnable_argv
 from tandem.devcluster.launch import ContainerLaunch
+from tandem.devcluster.layout import pod_directory
 from tandem.devcluster.podstatus import ContainerStatus, PodSnapshot, Waiting, now, pod_status_json
 from tandem.devcluster.services import Catalog
 from tandem.devcluster.volumes import (
@@ -77,11 +78,6 @@ def grace_seconds(pod: Any) -> float:
     return _DEFAULT_GRACE
 
 
-def pod_directory(pods_dir: Path, namespace: str, name: str, uid: str) -> Path:
-    """Where a pod's logs, volumes and hosts file live."""
-    return pods_dir / namespace / name / uid
-
-
 class PodWorker:
     def __init__(self, pod: Any, pod_ip: str, node: NodeContext) -> None:
         self._pod = pod
@@ -91,6 +87,9 @@ class PodWorker:
         self._namespace: str = pod.metadata.namespace
         self._name: str = pod.metadata.name
         self.directory = pod_directory(node.pods_dir, self._namespace, self._name, self.uid)
+        # In a folder of its own: podinit may cover the pod folder with a mirror (see mountns),
+        # which would pin a file directly in it to the inode it had, and the rewrites would not show.
+        self._hosts_file = self.directory / "network" / "hosts"
         self._volumes = PodVolumes(self.directory, node.memory_dir / self.uid)
         self._start_time = now()
         self._init_statuses = [ContainerStatus(c.name, c.image) for c in pod.spec.init_containers or []]
@@ -110,7 +109,7 @@ class PodWorker:
         self._node.hosts.add(
             self.uid,
             PodHosts(
-                path=self.directory / "hosts",
+                path=self._hosts_file,
                 namespace=self._namespace,
                 pod_ip=self.pod_ip,
                 hostname=(spec.hostname or self._name)[:63],
@@ -233,7 +232,12 @@ class PodWorker:
                 "spec": {
                     "audiences": [audience] if audience else None,
                     "expirationSeconds": expiration,
-                    "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": self._name, "uid": self.uid},
+                    "boundObjectRef": {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "name": self._name,
+                        "uid": self.uid,
+                    },
                 },
             }
             account = self._facts().service_account
@@ -243,7 +247,9 @@ class PodWorker:
 
         return VolumeSources(config_map=config_map, secret=secret, token=token)
 
-    async def _referenced(self, container: Any) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+    async def _referenced(
+        self, container: Any
+    ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
         """The ConfigMaps and Secrets ``container``'s environment refers to, as text by name."""
         config_map_names = {s.config_map_ref.name for s in container.env_from or [] if s.config_map_ref}
         secret_names = {s.secret_ref.name for s in container.env_from or [] if s.secret_ref}
@@ -289,13 +295,17 @@ class PodWorker:
             which=lambda program: shutil.which(program, path=env.get("PATH")),
             python=sys.executable,
         )
-        working_dir = container.working_dir or str(self.directory / "work" / container.name)
+        working_dir = container.working_dir
+        if not working_dir:
+            default = self.directory / "work" / container.name
+            default.mkdir(parents=True, exist_ok=True)
+            working_dir = str(default)
         return ContainerLaunch(
             argv=argv,
             env=env,
             working_dir=working_dir,
             hostname=hostname,
-            hosts_file=str(self.directory / "hosts"),
+            hosts_file=str(self._hosts_file),
             scratch=str(self.directory / "scratch" / container.name),
             mounts=self._volumes.mounts(container, env),
             run_as_user=run_as_user,
@@ -332,4 +342,6 @@ class PodWorker:
                 await asyncio.sleep(1.0)
                 self._dirty.set()
                 continue
-            self._conditions = {c["type"]: (c["status"], c["lastTransitionTime"]) for c in status["conditions"]}
+            self._conditions = {
+                c["type"]: (c["status"], c["lastTransitionTime"]) for c in status["conditions"]
+            }

@@ -97,7 +97,9 @@ async def _http_get(action: Any, pod_ip: str, container_ports: Sequence[Any]) ->
 
 
 async def _tcp_socket(action: Any, pod_ip: str, container_ports: Sequence[Any]) -> bool:
-    _, writer = await asyncio.open_connection(action.host or pod_ip, resolve_port(action.port, container_ports))
+    _, writer = await asyncio.open_connection(
+        action.host or pod_ip, resolve_port(action.port, container_ports)
+    )
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()

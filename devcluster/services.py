@@ -60,7 +60,9 @@ def _port_key(name: str | None) -> str | None:
     return name or None
 
 
-def _slice_backends(slices: Iterable[Mapping[str, Any]]) -> tuple[dict[str | None, list[tuple[str, int]]], list[tuple[str, str | None]]]:
+def _slice_backends(
+    slices: Iterable[Mapping[str, Any]],
+) -> tuple[dict[str | None, list[tuple[str, int]]], list[tuple[str, str | None]]]:
     backends: dict[str | None, list[tuple[str, int]]] = {}
     addresses: list[tuple[str, str | None]] = []
     for endpoint_slice in slices:
@@ -100,7 +102,8 @@ def build_catalog(
             continue
         key = (service.metadata.namespace, service.metadata.name)
         ports = tuple(
-            ServicePort(_port_key(port.name), int(port.port), port.protocol or "TCP") for port in spec.ports or []
+            ServicePort(_port_key(port.name), int(port.port), port.protocol or "TCP")
+            for port in spec.ports or []
         )
         if key == _API_SERVICE:
             backends = {port.name: [apiserver] for port in ports}

@@ -30,3 +30,14 @@ class DevClusterSettings(BaseModel):
     work_dir: Path
     assets: Path | None = Field(None, description="folder with etcd, kube-apiserver, kube-controller-manager")
     node: NodeSettings = Field(default_factory=NodeSettings)
+
+
+class ClusterInfo(BaseModel):
+    """How to reach a running devcluster (the supervisor's ready line)."""
+
+    pid: int
+    server: str
+    token: str
+    kubeconfig: Path
+    ca_cert: Path
+    work_dir: Path

@@ -18,25 +18,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from tandem.devcluster.assets import find_assets
 from tandem.devcluster.controlplane import control_plane
 from tandem.devcluster.errors import DevClusterError
 from tandem.devcluster.node import node_agent
 from tandem.devcluster.processes import kill_children
-from tandem.devcluster.settings import DevClusterSettings
-
-
-class ClusterInfo(BaseModel):
-    """How to reach a running devcluster (the supervisor's ready line)."""
-
-    pid: int
-    server: str
-    token: str
-    kubeconfig: Path
-    ca_cert: Path
-    work_dir: Path
+from tandem.devcluster.settings import ClusterInfo, DevClusterSettings
 
 
 async def run_cluster(settings: DevClusterSettings, on_ready: Callable[[ClusterInfo], None]) -> None:
@@ -59,7 +46,9 @@ async def run_cluster(settings: DevClusterSettings, on_ready: Callable[[ClusterI
         await asyncio.Event().wait()
 
 
-async def _serve(settings: DevClusterSettings, on_ready: Callable[[ClusterInfo], None], watch_stdin: bool) -> int:
+async def _serve(
+    settings: DevClusterSettings, on_ready: Callable[[ClusterInfo], None], watch_stdin: bool
+) -> int:
     loop = asyncio.get_running_loop()
     cluster = asyncio.create_task(run_cluster(settings, on_ready))
     stopping = False
@@ -90,7 +79,9 @@ async def _serve(settings: DevClusterSettings, on_ready: Callable[[ClusterInfo],
     return 0
 
 
-def serve(settings: DevClusterSettings, on_ready: Callable[[ClusterInfo], None], watch_stdin: bool = False) -> int:
+def serve(
+    settings: DevClusterSettings, on_ready: Callable[[ClusterInfo], None], watch_stdin: bool = False
+) -> int:
     """Run the cluster in this process until a signal (or stdin's end); the exit status."""
     try:
         return asyncio.run(_serve(settings, on_ready, watch_stdin))

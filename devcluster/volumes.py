@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
@@ -124,7 +123,7 @@ def write_atomically(directory: Path, files: VolumeFiles) -> bool:
     staged = directory / "..data_tmp"
     staged.unlink(missing_ok=True)
     staged.symlink_to(payload.name)
-    previous = os.readlink(current) if current.is_symlink() else None
+    previous = current.readlink() if current.is_symlink() else None
     staged.replace(current)
     top_level = {PurePosixPath(relative).parts[0] for relative in files}
     for entry in directory.iterdir():

@@ -9,6 +9,7 @@ bodies stay plain JSON dicts. Errors:
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -47,7 +48,7 @@ async def load_configuration(kubeconfig: Path | None) -> Configuration:
     configuration = Configuration()
     if kubeconfig is None:
         try:
-            kube_config.load_incluster_config(client_configuration=configuration)
+            kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             return configuration
         except ConfigException:
             pass
@@ -104,15 +105,20 @@ class KubeClient:
         meta = manifest["metadata"]
         path = kind_of(manifest).path(meta["namespace"], meta["name"])
         query = {"fieldManager": FIELD_MANAGER, "force": "true"}
-        return await self.request("PATCH", path, query=query, body=manifest, content_type="application/apply-patch+yaml")
+        return await self.request(
+            "PATCH", path, query=query, body=manifest, content_type="application/apply-patch+yaml"
+        )
 
     async def delete(self, kind: Kind, namespace: str, name: str, uid: str) -> None:
         """Delete one object, only if it is still the one seen (uid precondition)."""
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}, "propagationPolicy": "Background"}
-        try:
+        body = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "preconditions": {"uid": uid},
+            "propagationPolicy": "Background",
+        }
+        with contextlib.suppress(NotFoundError):
             await self.request("DELETE", kind.path(namespace, name), body=body)
-        except NotFoundError:
-            pass
 
     async def write_pool_status(self, namespace: str, name: str, status: Body) -> Body:
         """Replace the pool's whole status (JSON patch ``add`` sets the member whether or not it exists)."""

@@ -38,7 +38,9 @@ class OperatorSettings(BaseModel):
 
     images: Images = Field(default_factory=Images)
     namespaces: tuple[str, ...] = Field(default=(), description="Watched namespaces; empty means all.")
-    kubeconfig: Path | None = Field(default=None, description="None: in-cluster when there, else $KUBECONFIG or ~/.kube/config.")
+    kubeconfig: Path | None = Field(
+        default=None, description="None: in-cluster when there, else $KUBECONFIG or ~/.kube/config."
+    )
     bind_host: str = Field(default="0.0.0.0", description="Address of the liveness and metrics endpoints.")
     liveness_port: int = Field(default=8080, ge=0, le=65535, description="0 turns the endpoint off.")
     metrics_port: int = Field(default=9090, ge=0, le=65535, description="0 turns the endpoint off.")

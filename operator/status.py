@@ -56,7 +56,9 @@ def plan_summary(plan: PlanStatus) -> str:
     roles = []
     for name, role in (("prefill", plan.prefill), ("decode", plan.decode)):
         if role is not None:
-            shape = f"TP{role.tensor_parallel}" + (f"xPP{role.pipeline_parallel}" if role.pipeline_parallel > 1 else "")
+            shape = f"TP{role.tensor_parallel}" + (
+                f"xPP{role.pipeline_parallel}" if role.pipeline_parallel > 1 else ""
+            )
             roles.append(f"{name} {role.replicas}x {shape} on {role.gpu_type}")
     summary = ", ".join(roles)
     if plan.prompt_tokens_threshold is not None:
@@ -136,13 +138,19 @@ def pool_status(
             else condition(ConditionType.READY, "False", "ReplicasNotReady", counts),
             condition(ConditionType.DEGRADED, "True", "ReplicasUnavailable", counts)
             if serving and below
-            else condition(ConditionType.DEGRADED, "False", "AllReplicasReady" if not below else "NotServing", counts),
+            else condition(
+                ConditionType.DEGRADED, "False", "AllReplicasReady" if not below else "NotServing", counts
+            ),
         ]
 
     def role(component: str) -> RoleStatus | None:
         if component not in wanted:
             return None
-        return RoleStatus(replicas=wanted[component], ready_replicas=ready[component], ready=f"{ready[component]}/{wanted[component]}")
+        return RoleStatus(
+            replicas=wanted[component],
+            ready_replicas=ready[component],
+            ready=f"{ready[component]}/{wanted[component]}",
+        )
 
     router = role("router")
     return InferencePoolStatus(

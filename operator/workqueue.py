@@ -67,7 +67,9 @@ class WorkQueue(Generic[K]):
         self.add(key)
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._work(), name=f"reconcile-worker-{i}") for i in range(self._workers)]
+        self._tasks = [
+            asyncio.create_task(self._work(), name=f"reconcile-worker-{i}") for i in range(self._workers)
+        ]
 
     async def stop(self) -> None:
         for timer in self._timers.values():
@@ -95,7 +97,9 @@ class WorkQueue(Generic[K]):
                 failures = self._failures.get(key, 0) + 1
                 self._failures[key] = failures
                 delay = min(self._max_delay, self._base_delay * 2 ** (failures - 1))
-                logger.exception("reconciling %s failed (attempt %d); retrying in %.0f s", key, failures, delay)
+                logger.exception(
+                    "reconciling %s failed (attempt %d); retrying in %.0f s", key, failures, delay
+                )
                 self.add_after(key, delay)
             else:
                 self._failures.pop(key, None)

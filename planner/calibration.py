@@ -9,6 +9,7 @@ class in `calibration/defaults.yaml`, which also documents the formulas these pa
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -37,13 +38,17 @@ class Calibration(BaseModel):
     step_overhead_ms: float = Field(ge=0, description="Fixed time per decode step.")
     allreduce_latency_us: float = Field(ge=0, description="Latency of one tensor-parallel all-reduce.")
     allreduce_eff: float = Field(gt=0, le=1, description="Fraction of link bandwidth an all-reduce reaches.")
-    kv_transfer_eff: float = Field(gt=0, le=1, description="Fraction of network bandwidth a KV handoff reaches.")
+    kv_transfer_eff: float = Field(
+        gt=0, le=1, description="Fraction of network bandwidth a KV handoff reaches."
+    )
     kv_transfer_latency_ms: float = Field(ge=0, description="Fixed time of one KV handoff.")
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="vLLM's memory fraction.")
     runtime_reserve_gib: float = Field(ge=0, description="Memory outside weights, activations and KV.")
 
 
+@cache
 def class_defaults() -> Mapping[str, Mapping[str, Any]]:
+    """Default parameters per GPU class (package data, read once)."""
     classes: Mapping[str, Mapping[str, Any]] = read_data_yaml("calibration", "defaults.yaml")["classes"]
     return classes
 

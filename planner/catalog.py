@@ -83,7 +83,10 @@ def _unknown(kind: str, name: str, entries: Mapping[str, object], index: Mapping
 def load_catalog() -> Catalog:
     """The catalog shipped with the package (parsed once)."""
     try:
-        models = {key: ModelShape(name=key, **entry) for key, entry in read_data_yaml("models.yaml")["models"].items()}
+        models = {
+            key: ModelShape(name=key, **entry)
+            for key, entry in read_data_yaml("models.yaml")["models"].items()
+        }
         gpus = {key: GpuSpec(name=key, **entry) for key, entry in read_data_yaml("gpus.yaml")["gpus"].items()}
     except ValidationError as exc:
         raise PlannerError(f"the planner's catalog data is invalid: {exc}") from exc

@@ -51,7 +51,11 @@ def shape_from_hf_config(source: str | Path | Mapping[str, Any], name: str | Non
         raise ModelConfigError(f"config.json of {model_name} describes no valid model: {exc}") from exc
     total, active = estimate_params(shape)
     return shape.model_copy(
-        update={"total_params_b": total / 1e9, "active_params_b": active / 1e9, "params_source": "estimated from config.json"}
+        update={
+            "total_params_b": total / 1e9,
+            "active_params_b": active / 1e9,
+            "params_source": "estimated from config.json",
+        }
     )
 
 

@@ -15,11 +15,12 @@ from tandem.api import ModelArchitecture
 from tandem.api.spec import AttentionKind
 
 WeightDtype = Literal["bfloat16", "float16", "fp8", "mxfp4"]
+KvCacheDtype = Literal["auto", "fp8"]
 
 # Bytes per stored weight; MXFP4 holds 32 4-bit values with one 8-bit scale (4.25 bits).
 DTYPE_BYTES: dict[str, float] = {"bfloat16": 2.0, "float16": 2.0, "fp8": 1.0, "mxfp4": 4.25 / 8}
-# The KV cache stays in the activation dtype (vLLM's kv_cache_dtype "auto").
-KV_CACHE_BYTES = 2.0
+# vLLM's kv_cache_dtype "auto" keeps the cache in the activation dtype; "fp8" halves it.
+KV_CACHE_BYTES: dict[str, float] = {"auto": 2.0, "fp8": 1.0}
 ACTIVATION_BYTES = 2.0
 
 
@@ -55,6 +56,7 @@ class ModelShape(BaseModel):
     active_params_b: float = Field(gt=0)
     weight_dtype: WeightDtype = "bfloat16"
     expert_weight_dtype: WeightDtype | None = None
+    kv_cache_dtype: KvCacheDtype = "auto"
     max_context_tokens: int | None = Field(default=None, ge=16)
 
     @model_validator(mode="after")
@@ -113,8 +115,8 @@ class ModelShape(BaseModel):
         if self.is_mla:
             assert self.kv_lora_rank is not None
             latent = self.kv_lora_rank + (self.qk_rope_head_dim or 0)
-            return self.num_layers * latent * KV_CACHE_BYTES
-        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * KV_CACHE_BYTES
+            return self.num_layers * latent * KV_CACHE_BYTES[self.kv_cache_dtype]
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * KV_CACHE_BYTES[self.kv_cache_dtype]
 
     def weight_bytes(self) -> float:
         """Bytes of all weights as stored in memory."""
@@ -140,7 +142,11 @@ def estimate_params(shape: ModelShape) -> tuple[float, float]:
         assert shape.kv_lora_rank is not None
         rope = shape.qk_rope_head_dim or 0
         v_dim = shape.v_head_dim or shape.head_dim
-        q = h * shape.q_lora_rank + shape.q_lora_rank * heads * shape.head_dim if shape.q_lora_rank else h * heads * shape.head_dim
+        q = (
+            h * shape.q_lora_rank + shape.q_lora_rank * heads * shape.head_dim
+            if shape.q_lora_rank
+            else h * heads * shape.head_dim
+        )
         kv = h * (shape.kv_lora_rank + rope) + shape.kv_lora_rank * heads * (shape.head_dim - rope + v_dim)
         attention = q + kv + heads * v_dim * h
     else:
@@ -151,8 +157,12 @@ def estimate_params(shape: ModelShape) -> tuple[float, float]:
         expert = matrices * h * shape.expert_width
         moe_layers = layers - shape.dense_layers
         router = h * shape.num_experts
-        total_mlp = shape.dense_layers * dense_mlp + moe_layers * ((shape.num_experts + shape.shared_experts) * expert + router)
-        active_mlp = shape.dense_layers * dense_mlp + moe_layers * ((shape.experts_per_token + shape.shared_experts) * expert + router)
+        total_mlp = shape.dense_layers * dense_mlp + moe_layers * (
+            (shape.num_experts + shape.shared_experts) * expert + router
+        )
+        active_mlp = shape.dense_layers * dense_mlp + moe_layers * (
+            (shape.experts_per_token + shape.shared_experts) * expert + router
+        )
     else:
         total_mlp = active_mlp = layers * dense_mlp
     embeddings = shape.vocab_size * h * (1 if shape.tie_word_embeddings else 2)

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from tandem.api.spec import AdmissionPolicy
-from tandem.router.errors import QueueFull
+from tandem.router.errors import QueueFullError
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +49,12 @@ class AdmissionQueue:
         capacity: Callable[[], int],
         *,
         retry_after_s: int,
-        on_depth: Callable[[int], None] = lambda _: None,
     ) -> None:
         self.pool = pool
         self.policy = policy
         self.max_queue = max_queue
         self._capacity = capacity
         self._retry_after_s = retry_after_s
-        self._on_depth = on_depth
         self._active = 0
         self._waiters: list[_Waiter] = []
         self._seq = itertools.count()
@@ -78,15 +76,16 @@ class AdmissionQueue:
             self.release()
 
     async def acquire(self, ticket: Ticket) -> None:
-        """Return once the request may run; raise QueueFull when it may not even wait."""
+        """Return once the request may run; raise QueueFullError when it may not even wait."""
         if not self._waiters and self._active < self._capacity():
             self._active += 1
             return
         if len(self._waiters) >= self.max_queue:
-            raise QueueFull(self.pool, self._retry_after_s)
-        waiter = _Waiter(queue_key(self.policy, ticket, next(self._seq)), asyncio.get_running_loop().create_future())
+            raise QueueFullError(self.pool, self._retry_after_s)
+        waiter = _Waiter(
+            queue_key(self.policy, ticket, next(self._seq)), asyncio.get_running_loop().create_future()
+        )
         heapq.heappush(self._waiters, waiter)
-        self._on_depth(self.depth)
         try:
             await waiter.future
         except asyncio.CancelledError:
@@ -95,7 +94,6 @@ class AdmissionQueue:
             elif waiter in self._waiters:
                 self._waiters.remove(waiter)
                 heapq.heapify(self._waiters)
-                self._on_depth(self.depth)
             raise
 
     def release(self) -> None:
@@ -110,4 +108,3 @@ class AdmissionQueue:
                 continue
             waiter.future.set_result(None)
             self._active += 1
-        self._on_depth(self.depth)

@@ -9,10 +9,11 @@ from typing import Any
 
 import msgspec
 
-from tandem.router.errors import BadRequest
+from tandem.router.errors import BadRequestError
 
 # Prefix locality hashes this many characters of the prompt's beginning (system prompt, few-shot).
 PREFIX_CHARS = 512
+_ROUTER_OWNED = frozenset({"kv_transfer_params"})
 
 
 class Kind(StrEnum):
@@ -45,7 +46,7 @@ class ClientRequest:
 
     def prefix_key(self) -> str | None:
         if self.prompt_ids is not None:
-            source = ",".join(map(str, self.prompt_ids[:PREFIX_CHARS // 4])).encode()
+            source = ",".join(map(str, self.prompt_ids[: PREFIX_CHARS // 4])).encode()
         elif self.prompt_text:
             source = self.prompt_text[:PREFIX_CHARS].encode()
         else:
@@ -55,11 +56,11 @@ class ClientRequest:
 
 def _chat_text(messages: object) -> str:
     if not isinstance(messages, list) or not messages:
-        raise BadRequest("`messages` must be a non-empty list", code="invalid_messages")
+        raise BadRequestError("`messages` must be a non-empty list", code="invalid_messages")
     parts: list[str] = []
     for message in messages:
         if not isinstance(message, dict):
-            raise BadRequest("each message must be an object", code="invalid_messages")
+            raise BadRequestError("each message must be an object", code="invalid_messages")
         content = message.get("content")
         if isinstance(content, str):
             parts.append(content)
@@ -73,7 +74,7 @@ def _int_field(body: dict[str, Any], name: str, minimum: int) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise BadRequest(f"`{name}` must be an integer ≥ {minimum}", code="invalid_value")
+        raise BadRequestError(f"`{name}` must be an integer ≥ {minimum}", code="invalid_value")
     return value
 
 
@@ -81,15 +82,19 @@ def parse_client_request(kind: Kind, raw: bytes, request_id: str) -> ClientReque
     try:
         body = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}", code="invalid_json") from exc
+        raise BadRequestError(f"body is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object", code="invalid_json")
+        raise BadRequestError("body must be a JSON object", code="invalid_json")
+    if _ROUTER_OWNED & body.keys():
+        # Handoff parameters name hosts an engine connects to: only the router may set them.
+        body = {k: v for k, v in body.items() if k not in _ROUTER_OWNED}
+        raw = msgspec.json.encode(body)
     model = body.get("model")
     if model is not None and not isinstance(model, str):
-        raise BadRequest("`model` must be a string", code="invalid_value")
+        raise BadRequestError("`model` must be a string", code="invalid_value")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
-        raise BadRequest("`stream` must be a boolean", code="invalid_value")
+        raise BadRequestError("`stream` must be a boolean", code="invalid_value")
     max_tokens = _int_field(body, "max_completion_tokens" if kind is Kind.CHAT else "max_tokens", 1)
     if max_tokens is None and kind is Kind.CHAT:
         max_tokens = _int_field(body, "max_tokens", 1)
@@ -107,7 +112,7 @@ def parse_client_request(kind: Kind, raw: bytes, request_id: str) -> ClientReque
         elif isinstance(prompt, list) and prompt:
             prompt_text = ""  # a batch of prompts: served in one piece
         else:
-            raise BadRequest("`prompt` must be a string or a list of token ids", code="invalid_prompt")
+            raise BadRequestError("`prompt` must be a string or a list of token ids", code="invalid_prompt")
         composable = prompt_text != "" or prompt_ids is not None
         composable = composable and not body.get("echo") and body.get("logprobs") is None
         composable = composable and (_int_field(body, "best_of", 1) or 1) == 1

@@ -21,7 +21,9 @@ def _choice(response: dict[str, Any]) -> dict[str, Any]:
 
 
 class AnswerComposer:
-    def __init__(self, kind: Kind, request_id: str, model: str, prompt_tokens: int, prefill: dict[str, Any]) -> None:
+    def __init__(
+        self, kind: Kind, request_id: str, model: str, prompt_tokens: int, prefill: dict[str, Any]
+    ) -> None:
         self.kind = kind
         self.model = model
         self.prompt_tokens = prompt_tokens
@@ -49,15 +51,25 @@ class AnswerComposer:
     def _chunk(self, text: str, finish: str | None) -> dict[str, Any]:
         if self.kind is Kind.COMPLETION:
             choice: dict[str, Any] = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
-            return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
-                    "choices": [choice]}  # fmt: skip
+            return {
+                "id": self.id,
+                "object": "text_completion",
+                "created": self.created,
+                "model": self.model,
+                "choices": [choice],
+            }
         delta: dict[str, Any] = {"content": text}
         if not self._role_sent:
             delta = {"role": "assistant", **delta}
             self._role_sent = True
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": [choice]}  # fmt: skip
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        }
 
     def first_event(self) -> dict[str, Any]:
         """The chunk carrying the prefiller's token; it finishes the answer only if the token did."""
@@ -65,8 +77,14 @@ class AnswerComposer:
 
     def usage_event(self, decoded_usage: dict[str, Any] | None) -> dict[str, Any]:
         kind = "text_completion" if self.kind is Kind.COMPLETION else "chat.completion.chunk"
-        return {"id": self.id, "object": kind, "created": self.created, "model": self.model, "choices": [],
-                "usage": self._usage(decoded_usage)}  # fmt: skip
+        return {
+            "id": self.id,
+            "object": kind,
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": self._usage(decoded_usage),
+        }
 
     def stream_event(self, chunk: dict[str, Any]) -> dict[str, Any]:
         """A decoder's completions chunk, as the client's chunk."""
@@ -83,11 +101,17 @@ class AnswerComposer:
         usage = self._usage(decoded.get("usage") if decoded else None)
         base = {"id": self.id, "created": self.created, "model": self.model, "usage": usage}
         if self.kind is Kind.COMPLETION:
-            return {**base, "object": "text_completion",
-                    "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}  # fmt: skip
+            return {
+                **base,
+                "object": "text_completion",
+                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
+            }
         message = {"role": "assistant", "content": text}
-        return {**base, "object": "chat.completion",
-                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}]}  # fmt: skip
+        return {
+            **base,
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        }
 
 
 def answer_as_events(answer: dict[str, Any], kind: Kind, *, include_usage: bool) -> list[dict[str, Any]]:
@@ -96,13 +120,24 @@ def answer_as_events(answer: dict[str, Any], kind: Kind, *, include_usage: bool)
     base = {"id": answer.get("id"), "created": answer.get("created"), "model": answer.get("model")}
     finish = choice.get("finish_reason")
     if kind is Kind.COMPLETION:
-        events = [{**base, "object": "text_completion",
-                   "choices": [{"index": 0, "text": choice.get("text") or "", "logprobs": None,
-                                "finish_reason": finish}]}]  # fmt: skip
+        events = [
+            {
+                **base,
+                "object": "text_completion",
+                "choices": [
+                    {"index": 0, "text": choice.get("text") or "", "logprobs": None, "finish_reason": finish}
+                ],
+            }
+        ]
     else:
         delta = {"role": "assistant", "content": (choice.get("message") or {}).get("content") or ""}
-        events = [{**base, "object": "chat.completion.chunk",
-                   "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}]  # fmt: skip
+        events = [
+            {
+                **base,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
+        ]
     if include_usage and answer.get("usage"):
         events.append({**base, "object": events[0]["object"], "choices": [], "usage": answer["usage"]})
     return events

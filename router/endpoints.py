@@ -7,9 +7,9 @@ frozen `EndpointSnapshot`s of this state.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from tandem.router.decision import EndpointSnapshot, Role
@@ -19,10 +19,10 @@ from tandem.router.decision import EndpointSnapshot, Role
 class EndpointAddress:
     url: str  # http://<ip>:<port>
     name: str | None = None  # the pod behind it, for logs
+    host: str = field(init=False, compare=False)  # the IP: KV receiver host, NIXL remote_host
 
-    @property
-    def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "host", urlsplit(self.url).hostname or "")
 
 
 @dataclass(slots=True)
@@ -55,15 +55,11 @@ class EndpointState:
         )
 
 
-InFlightListener = Callable[[EndpointState], None]
-
-
 class EndpointRegistry:
     """Endpoints per (pool, role), keyed by URL. Owned by the app; touched only on the event loop."""
 
-    def __init__(self, on_in_flight: InFlightListener | None = None) -> None:
+    def __init__(self) -> None:
         self._roles: dict[tuple[str, Role], dict[str, EndpointState]] = {}
-        self._on_in_flight = on_in_flight or (lambda _: None)
 
     def replace(self, pool: str, role: Role, addresses: Iterable[EndpointAddress]) -> list[EndpointState]:
         """Set the endpoints of a role, keeping the state of those still present. Returns those removed."""
@@ -84,8 +80,12 @@ class EndpointRegistry:
     def states(self, pool: str, role: Role) -> list[EndpointState]:
         return list(self._roles.get((pool, role), {}).values())
 
-    def snapshots(self, pool: str, role: Role, buffer_chunks: int | None = None) -> tuple[EndpointSnapshot, ...]:
-        return tuple(s.snapshot(buffer_chunks if role == Role.DECODE else None) for s in self.states(pool, role))
+    def snapshots(
+        self, pool: str, role: Role, buffer_chunks: int | None = None
+    ) -> tuple[EndpointSnapshot, ...]:
+        return tuple(
+            s.snapshot(buffer_chunks if role == Role.DECODE else None) for s in self.states(pool, role)
+        )
 
     def find(self, pool: str, role: Role, url: str) -> EndpointState | None:
         return self._roles.get((pool, role), {}).get(url)
@@ -101,12 +101,10 @@ class EndpointRegistry:
     def lease(self, state: EndpointState) -> Iterator[EndpointState]:
         """Count a request open on the endpoint for the block's duration."""
         state.in_flight += 1
-        self._on_in_flight(state)
         try:
             yield state
         finally:
             state.in_flight -= 1
-            self._on_in_flight(state)
 
     def hold_buffer(self, state: EndpointState, chunks: int) -> BufferHold:
         """Hold a decoder's PD buffer chunks while a handoff's KV sits there, unread."""

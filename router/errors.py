@@ -1,18 +1,19 @@
 """The router's errors: one hierarchy, each with the HTTP status and OpenAI error type it maps to.
 
     RouterError
-    ├── BadRequest (400)            the client's body or headers are wrong
-    │   └── PayloadTooLarge (413)
-    ├── Unauthorized (401)
-    ├── ModelNotFound (404)         no pool serves the requested model
-    ├── QueueFull (429)             admission queue at its bound; carries Retry-After
-    ├── NoEligibleEndpoint (503)    the decision found nothing to route to; carries the reason
-    ├── ShuttingDown (503)
-    ├── EngineRejected (engine's)   an engine refused the request (4xx): its answer, relayed
+    ├── BadRequestError (400)            the client's body or headers are wrong
+    │   └── PayloadTooLargeError (413)
+    ├── UnauthorizedError (401)
+    ├── NotFoundError (404), MethodNotAllowedError (405)
+    ├── ModelNotFoundError (404)         no pool serves the requested model
+    ├── QueueFullError (429)             admission queue at its bound; carries Retry-After
+    ├── NoEligibleEndpointError (503)    the decision found nothing to route to; carries the reason
+    ├── NotServingError (503)            starting up or shutting down
+    ├── EngineRejectedError (engine's)   an engine refused the request (4xx): its answer, relayed
     └── BackendError (502)          an engine failed us
-        ├── BackendUnreachable      no connection or no answer before the first byte: retryable
-        ├── PrefillFailed           the prefill leg of a handoff failed: fall back or retry
-        └── HandoffTimeout (504)    KV notifications did not all arrive in time
+        ├── BackendUnreachableError      no connection or no answer before the first byte: retryable
+        ├── PrefillFailedError           the prefill leg of a handoff failed: fall back or retry
+        └── HandoffTimeoutError (504)    KV notifications did not all arrive in time
 
 Lower-layer errors (aiohttp, zmq) are translated with ``raise ... from exc`` where they are caught.
 This module imports nothing but the standard library, so the pure decision code may raise these.
@@ -42,16 +43,16 @@ class RouterError(Exception):
         return json.dumps({"error": error}).encode()
 
 
-class BadRequest(RouterError):
+class BadRequestError(RouterError):
     status = 400
     error_type = "invalid_request_error"
 
 
-class PayloadTooLarge(BadRequest):
+class PayloadTooLargeError(BadRequestError):
     status = 413
 
 
-class Unauthorized(RouterError):
+class UnauthorizedError(RouterError):
     status = 401
     error_type = "authentication_error"
 
@@ -59,7 +60,7 @@ class Unauthorized(RouterError):
         return {"WWW-Authenticate": "Bearer"}
 
 
-class ModelNotFound(RouterError):
+class ModelNotFoundError(RouterError):
     status = 404
     error_type = "invalid_request_error"
 
@@ -67,7 +68,7 @@ class ModelNotFound(RouterError):
         super().__init__(f"The model `{model}` does not exist.", code="model_not_found")
 
 
-class QueueFull(RouterError):
+class QueueFullError(RouterError):
     status = 429
     error_type = "rate_limit_error"
 
@@ -89,21 +90,30 @@ class Ineligibility(StrEnum):
     PREFILL_FAILED = "prefill_failed"
 
 
-class NoEligibleEndpoint(RouterError):
+class NoEligibleEndpointError(RouterError):
     status = 503
     error_type = "service_unavailable"
 
     def __init__(self, reason: Ineligibility, detail: str = "") -> None:
-        super().__init__(f"No eligible endpoint: {reason.value}{': ' + detail if detail else ''}", code=reason.value)
+        super().__init__(
+            f"No eligible endpoint: {reason.value}{': ' + detail if detail else ''}", code=reason.value
+        )
         self.reason = reason
 
 
-class ShuttingDown(RouterError):
+class NotServingError(RouterError):
     status = 503
     error_type = "service_unavailable"
 
-    def __init__(self) -> None:
-        super().__init__("The router is shutting down.", code="shutting_down")
+
+class NotFoundError(RouterError):
+    status = 404
+    error_type = "invalid_request_error"
+
+
+class MethodNotAllowedError(RouterError):
+    status = 405
+    error_type = "invalid_request_error"
 
 
 class BackendError(RouterError):
@@ -111,7 +121,7 @@ class BackendError(RouterError):
     error_type = "upstream_error"
 
 
-class EngineRejected(RouterError):
+class EngineRejectedError(RouterError):
     """An engine's own 4xx answer (prompt too long, bad sampling parameter): the client's fault."""
 
     def __init__(self, status: int, body: bytes) -> None:
@@ -123,7 +133,7 @@ class EngineRejected(RouterError):
         return self._body
 
 
-class BackendUnreachable(BackendError):
+class BackendUnreachableError(BackendError):
     """Nothing came back from the endpoint before the first byte: another endpoint may serve it."""
 
     def __init__(self, url: str, detail: str) -> None:
@@ -131,14 +141,14 @@ class BackendUnreachable(BackendError):
         self.url = url
 
 
-class PrefillFailed(BackendError):
+class PrefillFailedError(BackendError):
     def __init__(self, url: str, detail: str, *, unreachable: bool) -> None:
         super().__init__(f"Prefill on {url} failed: {detail}", code="prefill_failed")
         self.url = url
         self.unreachable = unreachable
 
 
-class HandoffTimeout(BackendError):
+class HandoffTimeoutError(BackendError):
     status = 504
 
     def __init__(self, req_id: str, got: int, want: int) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from tandem.router.endpoints import EndpointState
+from tandem.router.endpoints import EndpointRegistry
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -16,7 +18,10 @@ class RouterMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "tandem_router_requests", "Requests by pool, route and outcome.", ["pool", "route", "outcome"], registry=r
+            "tandem_router_requests",
+            "Requests by pool, route and outcome.",
+            ["pool", "route", "outcome"],
+            registry=r,
         )
         self.ttft = Histogram(
             "tandem_router_time_to_first_token_seconds",
@@ -39,29 +44,52 @@ class RouterMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.queue_depth = Gauge("tandem_router_queue_depth", "Requests waiting for admission.", ["pool"], registry=r)
         self.rejected = Counter("tandem_router_rejected", "Requests refused with 429.", ["pool"], registry=r)
         self.fallbacks = Counter(
-            "tandem_router_fallbacks", "Handoff-sized requests prefilled locally, by reason.", ["pool", "reason"],
+            "tandem_router_fallbacks",
+            "Handoff-sized requests prefilled locally, by reason.",
+            ["pool", "reason"],
             registry=r,
-        )  # fmt: skip
-        self.retries = Counter(
-            "tandem_router_retries", "Requests sent again to another endpoint, by stage.", ["pool", "stage"], registry=r
         )
-        self.in_flight = Gauge(
-            "tandem_router_endpoint_in_flight", "Open requests per endpoint.", ["pool", "role", "endpoint"], registry=r
+        self.retries = Counter(
+            "tandem_router_retries",
+            "Requests sent again to another endpoint, by stage.",
+            ["pool", "stage"],
+            registry=r,
         )
         self.notifications = Counter(
-            "tandem_router_kv_notifications", "LMCache notifications received, by disposition.", ["disposition"],
+            "tandem_router_kv_notifications",
+            "LMCache notifications received, by disposition.",
+            ["disposition"],
             registry=r,
-        )  # fmt: skip
+        )
 
-    def observe_in_flight(self, state: EndpointState) -> None:
-        self.in_flight.labels(state.pool, state.role.value, state.url).set(state.in_flight)
-
-    def forget_endpoint(self, state: EndpointState) -> None:
-        with contextlib.suppress(KeyError):  # never observed
-            self.in_flight.remove(state.pool, state.role.value, state.url)
+    def track(self, endpoints: EndpointRegistry, queue_depths: Callable[[], Mapping[str, int]]) -> None:
+        """Expose live state read at scrape time, so the data path pays nothing for it."""
+        self.registry.register(_LiveState(endpoints, queue_depths))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _LiveState(Collector):
+    def __init__(self, endpoints: EndpointRegistry, queue_depths: Callable[[], Mapping[str, int]]) -> None:
+        self._endpoints = endpoints
+        self._queue_depths = queue_depths
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["pool", "role", "endpoint"]
+        in_flight = GaugeMetricFamily(
+            "tandem_router_endpoint_in_flight", "Open requests per endpoint.", labels=labels
+        )
+        healthy = GaugeMetricFamily("tandem_router_endpoint_healthy", "1 while in rotation.", labels=labels)
+        for state in self._endpoints:
+            key = [state.pool, state.role.value, state.url]
+            in_flight.add_metric(key, state.in_flight)
+            healthy.add_metric(key, 1 if state.healthy else 0)
+        depth = GaugeMetricFamily(
+            "tandem_router_queue_depth", "Requests waiting for admission.", labels=["pool"]
+        )
+        for pool, waiting in self._queue_depths().items():
+            depth.add_metric([pool], waiting)
+        yield from (in_flight, healthy, depth)

@@ -40,7 +40,9 @@ class PoolConfig:
     def receiver_ports(self) -> tuple[list[int], list[int]]:
         """LMCache decoder init and alloc ports, one per TP rank (the operator's contract)."""
         ranks = range(self.decode_tp)
-        return [self.lmcache.peer_init_port + r for r in ranks], [self.lmcache.peer_alloc_port + r for r in ranks]
+        return [self.lmcache.peer_init_port + r for r in ranks], [
+            self.lmcache.peer_alloc_port + r for r in ranks
+        ]
 
 
 def kv_bytes_per_token(architecture: ModelArchitecture, dtype: str, tensor_parallel: int) -> int:
@@ -63,9 +65,11 @@ def pool_config_from_resource(
     pool = InferencePool.model_validate(dict(obj))
     spec, plan = pool.spec, pool.status.plan if pool.status else None
     disaggregation = spec.disaggregation
-    threshold = disaggregation.prompt_tokens_threshold
-    if threshold == "auto":
-        threshold = plan.prompt_tokens_threshold if plan and plan.prompt_tokens_threshold is not None else None
+    threshold: int | None = None
+    if isinstance(disaggregation.prompt_tokens_threshold, int):
+        threshold = disaggregation.prompt_tokens_threshold
+    elif plan is not None:
+        threshold = plan.prompt_tokens_threshold
     decode_tp = spec.decode.tensor_parallel or (plan.decode.tensor_parallel if plan and plan.decode else 1)
     lmcache = disaggregation.kv_transfer.lmcache
     buffer_chunks = None
@@ -75,7 +79,7 @@ def pool_config_from_resource(
     connector = KvConnector(disaggregation.kv_transfer.connector)
     routing = RoutingPolicy(
         mode=DisaggregationMode(disaggregation.mode),
-        threshold=default_threshold if threshold is None else int(threshold),
+        threshold=default_threshold if threshold is None else threshold,
         balance=BalancePolicy(spec.router.balance_policy),
         prefill_saturation=prefill_saturation,
         pd_chunk_tokens=lmcache.chunk_size if connector == KvConnector.LMCACHE and buffer_chunks else None,

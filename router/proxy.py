@@ -19,8 +19,9 @@ async def forward(
     body: bytes | None = None,
 ) -> Reply:
     """Send `body` (default: the client's own bytes) to the endpoint on the client's path."""
-    resp = await upstream.open(endpoint.url, request.kind.path, request.raw if body is None else body,
-                               request.request_id)  # fmt: skip
+    resp = await upstream.open(
+        endpoint.url, request.kind.path, request.raw if body is None else body, request.request_id
+    )
     if request.stream:
         return Reply(resp.status, stream=relay(resp, endpoint.url, on_break), content_type=SSE_CONTENT_TYPE)
     return Reply(resp.status, body=await upstream.read(resp, endpoint.url))

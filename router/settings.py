@@ -72,7 +72,9 @@ class StaticPoolSettings(_Frozen):
             ),
             connector=self.connector,
             lmcache=LmcacheOptions(
-                peer_init_port=self.peer_init_port, peer_alloc_port=self.peer_alloc_port, chunk_size=self.chunk_size
+                peer_init_port=self.peer_init_port,
+                peer_alloc_port=self.peer_alloc_port,
+                chunk_size=self.chunk_size,
             ),
             decode_tp=self.decode_tp,
             admission=self.admission,
@@ -106,11 +108,19 @@ class RouterSettings(_Frozen):
     connect_timeout_s: float = Field(default=3.0, gt=0)
     control_timeout_s: float = Field(default=5.0, gt=0, description="/tokenize, /metrics, /health calls.")
     handoff_timeout_s: float = Field(default=30.0, gt=0, description="Wait for all KV notifications.")
-    retries: int = Field(default=2, ge=0, description="Other endpoints tried after a failure before the first byte.")
-    max_inflight_per_decode: int = Field(default=256, ge=1, description="Admitted requests per decode endpoint.")
+    retries: int = Field(
+        default=2, ge=0, description="Other endpoints tried after a failure before the first byte."
+    )
+    max_inflight_per_decode: int = Field(
+        default=256, ge=1, description="Admitted requests per decode endpoint."
+    )
     retry_after_s: int = Field(default=1, ge=1)
-    default_threshold: int = Field(default=1024, ge=0, description='For threshold "auto" before a plan exists.')
-    prefill_saturation: float = Field(default=16.0, gt=0, description="Load at which a prefiller is saturated.")
+    default_threshold: int = Field(
+        default=1024, ge=0, description='For threshold "auto" before a plan exists.'
+    )
+    prefill_saturation: float = Field(
+        default=16.0, gt=0, description="Load at which a prefiller is saturated."
+    )
     stream_first_token: bool = False
     route_headers: bool = True
     session_header: str = "x-session-id"
@@ -121,7 +131,9 @@ class RouterSettings(_Frozen):
     @model_validator(mode="after")
     def _one_source(self) -> RouterSettings:
         if (self.kubernetes is None) == (self.static is None):
-            raise ValueError("give either Kubernetes pools (--pool) or static engines (--static-decode), not both")
+            raise ValueError(
+                "give either Kubernetes pools (--pool) or static engines (--static-decode), not both"
+            )
         return self
 
     def listen_host(self) -> str:

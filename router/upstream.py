@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from tandem.router.errors import BackendError, BackendUnreachable, EngineRejected, RouterError
+from tandem.router.errors import BackendError, BackendUnreachableError, EngineRejectedError, RouterError
 from tandem.router.sse import error_event
 
 log = logging.getLogger(__name__)
@@ -39,12 +39,12 @@ class Upstream:
 
     async def open(self, url: str, path: str, body: bytes, request_id: str) -> aiohttp.ClientResponse:
         """POST and return once the engine's status line and headers are in. Raises
-        BackendUnreachable when they never come, EngineRejected/BackendError for error statuses."""
+        BackendUnreachableError when they never come, EngineRejectedError/BackendError for error statuses."""
         headers = {**JSON_HEADERS, "X-Request-Id": request_id}
         try:
             resp = await self.session.post(url + path, data=body, headers=headers)
         except _TRANSPORT_ERRORS as exc:
-            raise BackendUnreachable(url, repr(exc)) from exc
+            raise BackendUnreachableError(url, repr(exc)) from exc
         if resp.status < 400:
             return resp
         try:
@@ -54,7 +54,7 @@ class Upstream:
         finally:
             resp.release()
         if resp.status < 500:
-            raise EngineRejected(resp.status, payload)
+            raise EngineRejectedError(resp.status, payload)
         raise BackendError(f"Engine {url} answered {resp.status}", code="engine_error")
 
     async def read(self, resp: aiohttp.ClientResponse, url: str) -> bytes:
@@ -76,7 +76,7 @@ class Upstream:
             async with asyncio.timeout(self._control_timeout.total):
                 return await self.post_json(url, path, payload, request_id)
         except TimeoutError as exc:
-            raise BackendUnreachable(url, f"{path} timed out") from exc
+            raise BackendUnreachableError(url, f"{path} timed out") from exc
 
 
 def decode_object(raw: bytes, url: str) -> dict[str, Any]:

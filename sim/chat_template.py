@@ -24,7 +24,11 @@ def message_text(content: Any) -> str:
     if isinstance(content, list):
         texts = []
         for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            if (
+                not isinstance(part, dict)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
                 raise ChatTemplateError("only text content parts are supported by the simulator")
             texts.append(part["text"])
         return "".join(texts)

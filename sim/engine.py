@@ -162,6 +162,7 @@ class Engine:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        self._clock = loop.time()
         while True:
             plan = self._scheduler.schedule()
             self._account(plan, loop.time())
@@ -170,9 +171,15 @@ class Engine:
                 if not plan.preempted:
                     self._wake.clear()
                     await self._wake.wait()
+                    self._clock = loop.time()
                 continue
+            # The step ends one step duration after the previous one ended: the loop's own work
+            # since then is hidden in it, as a GPU step hides the scheduler's CPU time. A loop that
+            # falls behind starts from now rather than owing time (no burst of short steps).
             now = loop.time()
-            self._clock = max(self._clock, now) + step_ms(plan, self._settings.timing) / 1000 / self._settings.speed
+            self._clock = max(
+                self._clock + step_ms(plan, self._settings.timing) / 1000 / self._settings.speed, now
+            )
             await asyncio.sleep(self._clock - now)
             self._complete(plan, loop.time())
             self._update_gauges()
@@ -230,7 +237,9 @@ class Engine:
         metrics.request_prefill_time.observe(now - (running.scheduled_at or running.arrival))
         running.handoff = self._connector.on_prefill_done(running.request, token)
 
-    def _finish(self, running: _Running, reason: FinishReason, stop_reason: str | int | None, now: float) -> None:
+    def _finish(
+        self, running: _Running, reason: FinishReason, stop_reason: str | int | None, now: float
+    ) -> None:
         request_id = running.request.request_id
         handoff = self._connector.request_finished(running.request, reason)
         self._scheduler.finish(running.seq, hold=handoff.hold_blocks)

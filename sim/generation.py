@@ -104,7 +104,11 @@ def word_at(anchor: Anchor, position: int, vocabulary: Vocabulary) -> int:
     draw = _draw(anchor.hash, position)
     mark = _punctuation(draw, vocabulary)
     # No mark opens the text or follows another mark: keeps the prose readable.
-    if mark is not None and position > 0 and _punctuation(_draw(anchor.hash, position - 1), vocabulary) is None:
+    if (
+        mark is not None
+        and position > 0
+        and _punctuation(_draw(anchor.hash, position - 1), vocabulary) is None
+    ):
         return mark
     return vocabulary.words[(draw >> 8) % len(vocabulary.words)]
 
@@ -134,8 +138,6 @@ def resume_point(prompt: Sequence[int], hashes: Sequence[int], vocabulary: Vocab
         if prompt[start] not in openers:
             continue
         anchor = Anchor(hashes[start], eos_seen[start])
-        if all(
-            _generated(anchor, q, prompt[start + q], vocabulary) for q in range(len(prompt) - start)
-        ):
+        if all(_generated(anchor, q, prompt[start + q], vocabulary) for q in range(len(prompt) - start)):
             return ResumePoint(anchor, len(prompt) - start)
     return ResumePoint(Anchor(hashes[-1], eos_seen[-1]), 0)

@@ -4,7 +4,7 @@ Prefiller (``kv_producer``, ``pd_role: sender``): a request carrying
 ``kv_transfer_params.disagg_spec`` sends its prompt's KV, once prefilled, to the decoder the spec
 names, from every TP rank ``r``: a handshake on ``receiver_init_port[r]`` (first contact only), an
 ``AllocRequest`` for the rank's chunks on ``receiver_alloc_port[r]`` (DEALER → ROUTER), the
-modelled transfer time (``kv_transfer_ms_per_token`` × prompt tokens / speed), a ``SimWriteDone``,
+modelled transfer time (``kv_transfer_ms_per_token`` * prompt tokens / speed), a ``SimWriteDone``,
 then one ``ProxyNotif{req_id}`` pushed (ZMQ PUSH) to ``pd_proxy_host:pd_proxy_port``. The prefill
 response, whose ``kv_transfer_params.first_tok`` is the first token (``ret_first_tok``), is sent once
 every rank's allocation is answered: LMCache issues the allocation inside the forward pass.
@@ -139,7 +139,9 @@ class _FirstTokens:
 class LMCacheSender:
     """The prefiller's end (``kv_producer``)."""
 
-    def __init__(self, settings: SimSettings, lmcache: LMCacheConfig, metrics: SimMetrics, faults: FaultState) -> None:
+    def __init__(
+        self, settings: SimSettings, lmcache: LMCacheConfig, metrics: SimMetrics, faults: FaultState
+    ) -> None:
         assert lmcache.pd_proxy_host is not None and lmcache.pd_proxy_port is not None
         self._settings = settings
         self._layout = _layout(settings, lmcache)
@@ -196,7 +198,9 @@ class LMCacheSender:
         try:
             await self._transfer(spec, rank, keys, tokens, answered)
         except RpcError as exc:
-            log.warning("KV transfer of %s (rank %d) to %s failed: %s", spec.req_id, rank, spec.receiver_host, exc)
+            log.warning(
+                "KV transfer of %s (rank %d) to %s failed: %s", spec.req_id, rank, spec.receiver_host, exc
+            )
         finally:
             if not answered.done():
                 answered.set_result(None)
@@ -205,7 +209,9 @@ class LMCacheSender:
         self, spec: DisaggSpec, rank: int, keys: ChunkKeys, tokens: int, answered: asyncio.Future[None]
     ) -> None:
         layout = self._layout
-        peer = await self._peer(spec.receiver_host, spec.receiver_init_port[rank], spec.receiver_alloc_port[rank])
+        peer = await self._peer(
+            spec.receiver_host, spec.receiver_init_port[rank], spec.receiver_alloc_port[rank]
+        )
         rank_keys = layout.rank_keys(keys, rank)
         request = AllocRequest(
             keys=rank_keys,
@@ -217,11 +223,15 @@ class LMCacheSender:
             is_last_batch=True,
             total_chunks=len(rank_keys),
         )
-        reply = msgspec.msgpack.decode(await peer.request(msgspec.msgpack.encode(request), _ALLOC_TIMEOUT_S), type=AllocResponse)
+        reply = msgspec.msgpack.decode(
+            await peer.request(msgspec.msgpack.encode(request), _ALLOC_TIMEOUT_S), type=AllocResponse
+        )
         answered.set_result(None)
         if -1 in reply.remote_indexes or len(reply.remote_indexes) != len(rank_keys):
             self._metrics.kv_alloc_failures.inc()
-            log.warning("decoder %s refused KV allocation for %s (rank %d)", spec.receiver_host, spec.req_id, rank)
+            log.warning(
+                "decoder %s refused KV allocation for %s (rank %d)", spec.receiver_host, spec.req_id, rank
+            )
             return
         timing = self._settings.timing
         await asyncio.sleep(timing.kv_transfer_ms_per_token * tokens / 1000 / self._settings.speed)
@@ -238,7 +248,10 @@ class LMCacheSender:
             handshake = DealerClient(self._context, tcp_address(host, init_port))
             try:
                 hello = NixlInitRequest(local_meta_bytes=b"tandem-sim")
-                msgspec.msgpack.decode(await handshake.request(msgspec.msgpack.encode(hello), _ALLOC_TIMEOUT_S), type=NixlInitResponse)
+                msgspec.msgpack.decode(
+                    await handshake.request(msgspec.msgpack.encode(hello), _ALLOC_TIMEOUT_S),
+                    type=NixlInitResponse,
+                )
             finally:
                 handshake.close()
             peer = self._peers.setdefault(key, DealerClient(self._context, tcp_address(host, alloc_port)))
@@ -257,13 +270,13 @@ class LMCacheSender:
 class LMCacheReceiver:
     """The decoder's end (``kv_consumer``)."""
 
-    def __init__(self, settings: SimSettings, lmcache: LMCacheConfig, metrics: SimMetrics, bind_override: str | None) -> None:
+    def __init__(self, settings: SimSettings, lmcache: LMCacheConfig, metrics: SimMetrics) -> None:
         assert settings.kv_transfer_config is not None
         assert lmcache.pd_peer_init_port is not None and lmcache.pd_peer_alloc_port is not None
         assert lmcache.pd_buffer_size is not None
         self._layout = _layout(settings, lmcache)
         self._skip_last = settings.kv_transfer_config.skip_last_n_tokens
-        self._host = resolve_bind_host(lmcache.pd_peer_host, bind_override)
+        self._host = resolve_bind_host(lmcache.pd_peer_host, None)
         self._init_ports = lmcache.pd_peer_init_port
         self._alloc_ports = lmcache.pd_peer_alloc_port
         chunk_bytes = lmcache.chunk_size * self._layout.bytes_per_token_per_rank
@@ -282,7 +295,12 @@ class LMCacheReceiver:
             alloc = self._bind(self._alloc_ports[rank])
             self._servers.append(asyncio.create_task(serve_router(init, self._handshake)))
             self._servers.append(asyncio.create_task(serve_router(alloc, self._allocation_handler(rank))))
-        log.info("LMCache receiver listening on %s init %s alloc %s", self._host, self._init_ports, self._alloc_ports)
+        log.info(
+            "LMCache receiver listening on %s init %s alloc %s",
+            self._host,
+            self._init_ports,
+            self._alloc_ports,
+        )
 
     async def stop(self) -> None:
         for task in self._servers:
@@ -345,7 +363,9 @@ class LMCacheReceiver:
 
     async def _handshake(self, payload: bytes) -> bytes:
         msgspec.msgpack.decode(payload, type=InitSideMsg)
-        return msgspec.msgpack.encode(NixlInitResponse(remote_agent_name=b"tandem-sim", remote_meta_bytes=b""))
+        return msgspec.msgpack.encode(
+            NixlInitResponse(remote_agent_name=b"tandem-sim", remote_meta_bytes=b"")
+        )
 
     def _allocation_handler(self, rank: int) -> Handler:
         buffer = self._buffers[rank]

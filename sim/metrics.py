@@ -80,20 +80,33 @@ class SimMetrics:
             "vllm:request_prefill_time_seconds", "Time from first scheduled to first token.", _REQUEST_BUCKETS
         )
 
-        self.kv_hits = Counter("tandem_sim_kv_hits", "Decode legs whose KV was complete.", ["connector"], registry=r)
+        self.kv_hits = Counter(
+            "tandem_sim_kv_hits", "Decode legs whose KV was complete.", ["connector"], registry=r
+        )
         self.kv_misses = Counter(
             "tandem_sim_kv_misses", "Decode legs that found no KV and recomputed.", ["connector"], registry=r
         )
         self.kv_early_reads = Counter(
-            "tandem_sim_kv_early_reads", "Decode legs that read KV still being written.", ["connector"], registry=r
+            "tandem_sim_kv_early_reads",
+            "Decode legs that read KV still being written.",
+            ["connector"],
+            registry=r,
         )
-        self.kv_lookups = Counter("tandem_sim_kv_lookups", "KV lookups by a decoder.", ["connector"], registry=r)
+        self.kv_lookups = Counter(
+            "tandem_sim_kv_lookups", "KV lookups by a decoder.", ["connector"], registry=r
+        )
         self.kv_bytes_sent = Counter("tandem_sim_kv_bytes_sent", "KV bytes sent.", ["connector"], registry=r)
         self.kv_bytes_received = Counter(
             "tandem_sim_kv_bytes_received", "KV bytes received.", ["connector"], registry=r
         )
-        for family in (self.kv_hits, self.kv_misses, self.kv_early_reads, self.kv_lookups, self.kv_bytes_sent,
-                       self.kv_bytes_received):  # fmt: skip
+        for family in (
+            self.kv_hits,
+            self.kv_misses,
+            self.kv_early_reads,
+            self.kv_lookups,
+            self.kv_bytes_sent,
+            self.kv_bytes_received,
+        ):
             for connector in CONNECTORS:
                 family.labels(connector=connector)
         self.kv_alloc_failures = Counter(
@@ -107,7 +120,9 @@ class SimMetrics:
         self.pd_buffer_free_chunks = Gauge(
             "tandem_sim_pd_buffer_free_chunks", "Free chunks in the decoder's PD buffer.", registry=r
         )
-        self.pd_buffer_chunks = Gauge("tandem_sim_pd_buffer_chunks", "Chunks in the decoder's PD buffer.", registry=r)
+        self.pd_buffer_chunks = Gauge(
+            "tandem_sim_pd_buffer_chunks", "Chunks in the decoder's PD buffer.", registry=r
+        )
         self.faults_injected = Counter(
             "tandem_sim_faults_injected", "Requests a fault acted on.", ["fault"], registry=r
         )

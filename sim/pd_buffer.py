@@ -33,14 +33,18 @@ class ChunkKeys:
         return [f"vllm@{model}@{world_size}@{worker_id}@{h}" for h in self.hashes]
 
 
-def chunk_keys(tokens: Sequence[int], chunk_size: int, hash_seed: bytes, *, discard_partial: bool) -> ChunkKeys:
+def chunk_keys(
+    tokens: Sequence[int], chunk_size: int, hash_seed: bytes, *, discard_partial: bool
+) -> ChunkKeys:
     hashes: list[str] = []
     lengths: list[int] = []
     previous = b""
     end = len(tokens) - len(tokens) % chunk_size if discard_partial else len(tokens)
     for start in range(0, end, chunk_size):
         chunk = tokens[start : min(start + chunk_size, end)]
-        digest = hashlib.blake2b(previous + array("q", chunk).tobytes(), digest_size=8, key=hash_seed).digest()
+        digest = hashlib.blake2b(
+            previous + array("q", chunk).tobytes(), digest_size=8, key=hash_seed
+        ).digest()
         hashes.append(digest.hex())
         lengths.append(len(chunk))
         previous = digest

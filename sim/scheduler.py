@@ -17,7 +17,7 @@ those blocks. KV loaded from another engine (an LMCache hit, a NIXL read) is ski
 At least one prompt token is always computed, to sample from.
 
 Step cost (``EngineTiming``, milliseconds): a step with prefill work costs ``prefill_base_ms +
-prefill_ms_per_token * T + prefill_ms_per_token_sq * Σ((start+n)² − start²)`` over its prefill
+prefill_ms_per_token * T + prefill_ms_per_token_sq * Σ((start+n)² - start²)`` over its prefill
 chunks (so a whole prompt of length L adds L²), plus, when it decodes B sequences holding C context
 tokens, ``decode_step_base_ms + decode_ms_per_seq * B + decode_ms_per_kilotoken * C / 1000``.
 """

@@ -91,7 +91,8 @@ class NixlSettings(BaseModel):
     side_channel_port: int = Field(default=5600, ge=1, le=65535)
     # VLLM_NIXL_ABORT_REQUEST_TIMEOUT: how long a prefiller keeps blocks nobody reads.
     lease_s: float = Field(default=480.0, gt=0)
-    read_timeout_s: float = Field(default=30.0, gt=0)
+    # How long a decoder waits for a prefiller's answer beyond the modelled transfer time.
+    read_grace_s: float = Field(default=5.0, gt=0)
 
 
 class SimSettings(BaseModel):
@@ -112,7 +113,9 @@ class SimSettings(BaseModel):
     kv_bytes_per_token: int = Field(default=131072, ge=1, description="KV bytes per token, all TP ranks")
     kv_transfer_config: KVTransferConfig | None = None
     lmcache: LMCacheConfig | None = None
-    lmcache_hash_seed: int | None = Field(default=None, description="PYTHONHASHSEED; None: random per process")
+    lmcache_hash_seed: int | None = Field(
+        default=None, description="PYTHONHASHSEED; None: random per process"
+    )
     nixl: NixlSettings = Field(default_factory=NixlSettings)
     faults: Faults = Field(default_factory=Faults)
     admin_api: bool = True
@@ -144,10 +147,14 @@ class SimSettings(BaseModel):
     def _check_lmcache(self, config: KVTransferConfig) -> None:
         lmcache = self.lmcache
         if lmcache is None or not lmcache.enable_pd:
-            raise ValueError(f"{LMCACHE_CONNECTOR} needs an LMCache config (LMCACHE_CONFIG_FILE) with enable_pd")
+            raise ValueError(
+                f"{LMCACHE_CONNECTOR} needs an LMCache config (LMCACHE_CONFIG_FILE) with enable_pd"
+            )
         expected = {"kv_producer": "sender", "kv_consumer": "receiver"}.get(config.kv_role)
         if lmcache.pd_role != expected:
-            raise ValueError(f"kv_role {config.kv_role} needs pd_role {expected}, the LMCache config has {lmcache.pd_role}")
+            raise ValueError(
+                f"kv_role {config.kv_role} needs pd_role {expected}, the LMCache config has {lmcache.pd_role}"
+            )
         if lmcache.pd_buffer_size is None:
             raise ValueError("the LMCache config needs pd_buffer_size")
         if lmcache.pd_role == "sender" and (lmcache.pd_proxy_host is None or lmcache.pd_proxy_port is None):

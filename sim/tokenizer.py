@@ -25,7 +25,15 @@ import string
 from collections.abc import Iterable, Sequence
 
 UNK, BOS, EOS = 0, 1, 2
-SPECIAL_TOKENS: tuple[str, ...] = ("<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
+SPECIAL_TOKENS: tuple[str, ...] = (
+    "<unk>",
+    "<s>",
+    "</s>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|end|>",
+)
 _BYTE_BASE = len(SPECIAL_TOKENS)
 _CONSONANTS = "bdfghklmnprstvz"
 _VOWELS = "aeiou"

@@ -31,12 +31,12 @@ class DealerClient:
         self._lock = asyncio.Lock()
         self._socket: zmq.asyncio.Socket | None = None
 
-    async def request(self, payload: bytes, timeout: float) -> bytes:
+    async def request(self, payload: bytes, wait_s: float) -> bytes:
         async with self._lock:
             socket = self._connected()
             try:
                 await socket.send_multipart([b"", payload])
-                frames = await asyncio.wait_for(socket.recv_multipart(), timeout)
+                frames = await asyncio.wait_for(socket.recv_multipart(), wait_s)
             except (TimeoutError, zmq.ZMQError) as exc:
                 # A late answer would pair with the next request: start over with a fresh socket.
                 self.close()

@@ -7,7 +7,7 @@
 3. One `ProxyNotif` per decoder TP rank says the KV is in the decoder's buffer. The prefill answer
    does not: a decode sent before the notifications would recompute or read half-written chunks,
    so the decode never goes early; a timeout fails the handoff (the caller may retry elsewhere).
-4. Decode: `prompt: ids + [first_tok]`, `max_tokens − 1`, on the decoder chosen in step 2; the
+4. Decode: `prompt: ids + [first_tok]`, `max_tokens - 1`, on the decoder chosen in step 2; the
    answer is composed for the client (first token in front, chat chunks for chat).
 """
 
@@ -23,10 +23,16 @@ import msgspec
 
 from tandem.router.client_request import ClientRequest
 from tandem.router.compose import AnswerComposer
-from tandem.router.connectors.base import Connector, HandoffJob
+from tandem.router.connectors.base import Connector, HandoffJob, TakeOut
 from tandem.router.connectors.notify import Arrivals, NotificationHub
 from tandem.router.endpoints import EndpointRegistry
-from tandem.router.errors import BackendError, HandoffTimeout, PrefillFailed, RouterError
+from tandem.router.errors import (
+    BackendError,
+    BackendUnreachableError,
+    HandoffTimeoutError,
+    PrefillFailedError,
+    RouterError,
+)
 from tandem.router.reply import SSE_CONTENT_TYPE, Reply
 from tandem.router.sse import DONE, SseParser, error_event, event, payload_event, replay
 from tandem.router.upstream import Upstream, decode_object
@@ -35,17 +41,38 @@ log = logging.getLogger(__name__)
 
 # Chat fields with no completions counterpart. Requests that need them to be honoured (tools,
 # response_format, logprobs) are not split at all (ClientRequest.splittable).
-_CHAT_ONLY = frozenset({
-    "messages", "max_completion_tokens", "response_format", "tools", "tool_choice", "parallel_tool_calls",
-    "logprobs", "top_logprobs", "chat_template", "chat_template_kwargs", "add_generation_prompt",
-    "continue_final_message", "documents", "mm_processor_kwargs", "reasoning_effort", "modalities", "audio",
-    "store", "metadata", "prediction", "web_search_options",
-})  # fmt: skip
+_CHAT_ONLY = frozenset(
+    {
+        "messages",
+        "max_completion_tokens",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "logprobs",
+        "top_logprobs",
+        "chat_template",
+        "chat_template_kwargs",
+        "add_generation_prompt",
+        "continue_final_message",
+        "documents",
+        "mm_processor_kwargs",
+        "reasoning_effort",
+        "modalities",
+        "audio",
+        "store",
+        "metadata",
+        "prediction",
+        "web_search_options",
+    }
+)
 
 
 def sampling_fields(request: ClientRequest, model: str) -> dict[str, Any]:
     """The client's sampling parameters, as a completions request body for the pool's model."""
-    body = {k: v for k, v in request.body.items() if k not in _CHAT_ONLY and k not in ("prompt", "max_tokens")}
+    body = {
+        k: v for k, v in request.body.items() if k not in _CHAT_ONLY and k not in ("prompt", "max_tokens")
+    }
     body["model"] = model
     return body
 
@@ -89,7 +116,7 @@ def first_token_of(answer: dict[str, Any], url: str) -> int:
     params = answer.get("kv_transfer_params")
     token = params.get("first_tok") if isinstance(params, dict) else None
     if isinstance(token, bool) or not isinstance(token, int):
-        raise PrefillFailed(url, "answer has no kv_transfer_params.first_tok", unreachable=False)
+        raise PrefillFailedError(url, "answer has no kv_transfer_params.first_tok", unreachable=False)
     return token
 
 
@@ -100,19 +127,18 @@ class LmcacheConnector(Connector):
         self,
         upstream: Upstream,
         registry: EndpointRegistry,
+        take_out: TakeOut,
         hub: NotificationHub,
         *,
         timeout_s: float,
         stream_first_token: bool,
         on_wait: Callable[[str, float], None],
-        on_break: Callable[[RouterError], None],
     ) -> None:
-        super().__init__(upstream, registry)
+        super().__init__(upstream, registry, take_out)
         self.hub = hub
         self.timeout_s = timeout_s
         self.stream_first_token = stream_first_token
         self._on_wait = on_wait  # (pool, seconds) from the prefill answer to the last notification
-        self._on_break = on_break
 
     async def handoff(self, job: HandoffJob) -> Reply:
         if job.prompt_ids is None:
@@ -122,9 +148,13 @@ class LmcacheConnector(Connector):
         hold = self.registry.hold_buffer(job.decode, job.pool.routing.pd_chunks(len(ids)))
         arrivals = self.hub.expect(req_id, job.pool.decode_tp)
         try:
-            answer = await self.prefill(job, "/v1/completions", prefill_body(job, req_id, ids, job.decode.address.host))
+            answer = await self.prefill(
+                job, "/v1/completions", prefill_body(job, req_id, ids, job.decode.address.host)
+            )
             first = first_token_of(answer, job.prefill.url)
-            composer = AnswerComposer(job.request.kind, job.request.request_id, job.pool.model, len(ids), answer)
+            composer = AnswerComposer(
+                job.request.kind, job.request.request_id, job.pool.model, len(ids), answer
+            )
             if composer.ends_at_first_token:
                 self.hub.discard(req_id)
                 hold.release()
@@ -150,7 +180,7 @@ class LmcacheConnector(Connector):
     async def _await_kv(self, job: HandoffJob, req_id: str, arrivals: Arrivals) -> None:
         started = time.monotonic()
         if not await arrivals.wait(self.timeout_s):
-            raise HandoffTimeout(req_id, arrivals.got, arrivals.want)
+            raise HandoffTimeoutError(req_id, arrivals.got, arrivals.want)
         self._on_wait(job.pool.name, time.monotonic() - started)
 
     def _prefill_only(self, request: ClientRequest, composer: AnswerComposer) -> Reply:
@@ -179,9 +209,12 @@ class LmcacheConnector(Connector):
             if isinstance(decode, bytes):  # first token sent early: now the wait, then the decode
                 try:
                     await self._await_kv(job, req_id, arrivals)
-                    resp = await self.upstream.open(job.decode.url, "/v1/completions", decode, job.request.request_id)
+                    resp = await self.upstream.open(
+                        job.decode.url, "/v1/completions", decode, job.request.request_id
+                    )
                 except RouterError as exc:
-                    self._on_break(exc)
+                    if isinstance(exc, BackendUnreachableError):
+                        self.take_out(job.decode, exc.message)
                     yield error_event(exc)
                     return
                 finally:
@@ -196,7 +229,11 @@ class LmcacheConnector(Connector):
                 resp.close()
 
     async def _converted(
-        self, resp: aiohttp.ClientResponse, job: HandoffJob, composer: AnswerComposer, release: Callable[[], None]
+        self,
+        resp: aiohttp.ClientResponse,
+        job: HandoffJob,
+        composer: AnswerComposer,
+        release: Callable[[], None],
     ) -> AsyncIterator[bytes]:
         parser = SseParser()
         try:
@@ -208,10 +245,13 @@ class LmcacheConnector(Connector):
                         return
                     chunk_object = decode_object(payload, job.decode.url)
                     # An engine's error event passes through as it is.
-                    yield payload_event(payload) if "error" in chunk_object else event(composer.stream_event(chunk_object))
+                    yield (
+                        payload_event(payload)
+                        if "error" in chunk_object
+                        else event(composer.stream_event(chunk_object))
+                    )
         except (aiohttp.ClientError, OSError, TimeoutError, BackendError) as exc:
             log.warning("decode stream from %s broke: %r", job.decode.url, exc)
             error = BackendError(f"Engine {job.decode.url} broke off the stream", code="engine_broke")
-            self._on_break(error)
+            self.take_out(job.decode, error.message)
             yield error_event(error)
-

@@ -10,7 +10,6 @@ engine reports its own idea of its address, which need not be reachable).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import msgspec
@@ -18,12 +17,9 @@ import msgspec
 from tandem.router.client_request import Kind
 from tandem.router.compose import answer_as_events
 from tandem.router.connectors.base import Connector, HandoffJob
-from tandem.router.endpoints import EndpointRegistry
-from tandem.router.errors import RouterError
 from tandem.router.proxy import forward
 from tandem.router.reply import SSE_CONTENT_TYPE, Reply
 from tandem.router.sse import DONE, event, replay
-from tandem.router.upstream import Upstream
 
 REMOTE_DECODE = {
     "do_remote_decode": True,
@@ -44,12 +40,6 @@ def prefill_body(body: dict[str, Any]) -> dict[str, Any]:
 class NixlConnector(Connector):
     needs_token_ids: ClassVar[bool] = False
 
-    def __init__(
-        self, upstream: Upstream, registry: EndpointRegistry, on_break: Callable[[RouterError], None]
-    ) -> None:
-        super().__init__(upstream, registry)
-        self._on_break = on_break
-
     async def handoff(self, job: HandoffJob) -> Reply:
         request = job.request
         answer = await self.prefill(job, request.kind.path, prefill_body(request.body))
@@ -57,7 +47,8 @@ class NixlConnector(Connector):
         if not isinstance(params, dict):
             return _whole_answer(answer, request.stream, request.include_usage, request.kind)
         decode = {**request.body, "kv_transfer_params": {**params, "remote_host": job.prefill.address.host}}
-        return await forward(self.upstream, job.decode, request, self._on_break, msgspec.json.encode(decode))
+        on_break = lambda error: self.take_out(job.decode, error.message)  # noqa: E731
+        return await forward(self.upstream, job.decode, request, on_break, msgspec.json.encode(decode))
 
 
 def _whole_answer(answer: dict[str, Any], stream: bool, include_usage: bool, kind: Kind) -> Reply:

@@ -77,7 +77,7 @@ class NotificationHub:
         self._context = zmq.asyncio.Context()
         self._pull = self._context.socket(zmq.PULL)
         # Forwarding never waits (a full queue drops), so it uses plain sockets on the same context.
-        self._sync_context = zmq.Context.shadow(self._context.underlying)
+        self._sync_context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(self._context.underlying)
         self._forward: dict[str, zmq.Socket[bytes]] = {}
         self._task: asyncio.Task[None] | None = None
 

@@ -6,7 +6,12 @@ imports an HTTP, Kubernetes or ZMQ library (an import-linter contract holds it t
 rule is testable with frozen snapshots.
 """
 
-from tandem.router.decision.classify import Route, estimate_prompt_tokens, needs_exact_count, wants_disaggregation
+from tandem.router.decision.classify import (
+    Route,
+    estimate_prompt_tokens,
+    needs_exact_count,
+    wants_disaggregation,
+)
 from tandem.router.decision.plan import RoutePlan, plan_route
 from tandem.router.decision.snapshot import EndpointSnapshot, RequestFacts, Role, RoutingPolicy
 

@@ -38,5 +38,7 @@ def needs_exact_count(estimate: int, policy: RoutingPolicy, *, connector_needs_i
 
 def wants_disaggregation(facts: RequestFacts, policy: RoutingPolicy) -> bool:
     return (
-        policy.mode != DisaggregationMode.NEVER and facts.splittable and facts.prompt_tokens >= policy.threshold
+        policy.mode != DisaggregationMode.NEVER
+        and facts.splittable
+        and facts.prompt_tokens >= policy.threshold
     )

@@ -10,7 +10,7 @@ from tandem.api.spec import BalancePolicy, DisaggregationMode
 from tandem.router.decision import filters, pickers, scorers
 from tandem.router.decision.classify import Route, wants_disaggregation
 from tandem.router.decision.snapshot import EndpointSnapshot, RequestFacts, RoutingPolicy
-from tandem.router.errors import Ineligibility, NoEligibleEndpoint
+from tandem.router.errors import Ineligibility, NoEligibleEndpointError
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,13 +26,13 @@ def pick_decode(
     policy: RoutingPolicy,
     facts: RequestFacts,
     turn: int,
-    rng: random.Random,
+    rng: random.Random | None,
 ) -> EndpointSnapshot:
     match policy.balance:
         case BalancePolicy.ROUND_ROBIN:
             return pickers.round_robin(candidates, turn)
         case BalancePolicy.RANDOM:
-            return pickers.uniform(candidates, rng)
+            return pickers.uniform(candidates, rng or random.Random(turn))
         case BalancePolicy.SESSION if facts.session_key is not None:
             return pickers.highest(candidates, scorers.affinity(facts.session_key))
         case BalancePolicy.PREFIX if facts.prefix_key is not None:
@@ -50,13 +50,12 @@ def plan_route(
     turn: int = 0,
     rng: random.Random | None = None,
 ) -> RoutePlan:
-    """Raises NoEligibleEndpoint when no decoder can take the request, or when a handoff is
+    """Raises NoEligibleEndpointError when no decoder can take the request, or when a handoff is
     required (mode Always) and no pair can do it."""
-    rng = rng or random.Random(turn)
     usable = (filters.healthy, filters.excluding(exclude))
     decode_pool = filters.apply(usable, decoders)
     if not decode_pool:
-        raise NoEligibleEndpoint(Ineligibility.NO_DECODE)
+        raise NoEligibleEndpointError(Ineligibility.NO_DECODE)
     if not wants_disaggregation(facts, policy):
         return RoutePlan(Route.DIRECT, pick_decode(decode_pool, policy, facts, turn, rng))
 
@@ -71,7 +70,9 @@ def plan_route(
         reason = Ineligibility.PD_BUFFER_FULL
     if reason is not None:
         if policy.mode == DisaggregationMode.ALWAYS:
-            raise NoEligibleEndpoint(reason, f"{facts.prompt_tokens} prompt tokens need a handoff (mode Always)")
+            raise NoEligibleEndpointError(
+                reason, f"{facts.prompt_tokens} prompt tokens need a handoff (mode Always)"
+            )
         return RoutePlan(Route.DIRECT, pick_decode(decode_pool, policy, facts, turn, rng), fallback=reason)
     decode = pick_decode(receivers, policy, facts, turn, rng)
     prefill = pickers.highest(prefill_pool, scorers.least_load, turn)

@@ -27,9 +27,11 @@ log = logging.getLogger(__name__)
 async def api_client(settings: KubernetesSettings) -> client.ApiClient:
     configuration = client.Configuration()
     if settings.kubeconfig is None:
-        config.load_incluster_config(client_configuration=configuration)
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     else:
-        await config.load_kube_config(config_file=str(settings.kubeconfig), client_configuration=configuration)
+        await config.load_kube_config(
+            config_file=str(settings.kubeconfig), client_configuration=configuration
+        )
     return client.ApiClient(configuration)
 
 
@@ -90,7 +92,9 @@ class KubernetesDiscovery:
                 prefill_saturation=self._settings.prefill_saturation,
             )
         except ValidationError as exc:
-            log.error("InferencePool %s is invalid; keeping its last settings: %s", obj["metadata"]["name"], exc)
+            log.error(
+                "InferencePool %s is invalid; keeping its last settings: %s", obj["metadata"]["name"], exc
+            )
             return None
 
     def _on_pools(self, items: list[dict[str, Any]]) -> None:
@@ -133,9 +137,11 @@ class KubernetesDiscovery:
             self._maybe_synced()
 
         slice_list = self._list_call(
-            group=slices.GROUP, version=version, plural="endpointslices",
+            group=slices.GROUP,
+            version=version,
+            plural="endpointslices",
             label_selector=slices.label_selector(tracker.services),
-        )  # fmt: skip
+        )
         async with asyncio.TaskGroup() as group:
             group.create_task(follow("EndpointSlice", slice_list, on_slices, tracker.apply))
             for pool in self._k8s.pools:

@@ -1,0 +1,265 @@
+"""The operator's shell: keeps what the watches report, and reconciles pools through a work queue.
+
+Watches (kopf handlers) only record objects and queue their pool. A reconcile loads the pool,
+decides what should exist (``decide``), applies what differs from the recorded children, prunes
+what is no longer wanted, and writes status and Events only when they change, so an idle pool
+costs no API writes. Transient API failures retry with backoff; a pool that cannot be deployed
+is a status, not a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from tandem.api import InferencePoolStatus
+from tandem.operator.capabilities import Capabilities, capabilities_from
+from tandem.operator.decide import LWS_MISSING, Decision, Planner, decide
+from tandem.operator.drift import Change, needed_change, stamp
+from tandem.operator.events import ChildChanges, event_manifest, pool_events
+from tandem.operator.kinds import CHILD_KINDS, kind_of
+from tandem.operator.kube import Body, KubeClient, KubeError
+from tandem.operator.metrics import OperatorMetrics
+from tandem.operator.naming import POOL_LABEL, Role
+from tandem.operator.settings import OperatorSettings
+from tandem.operator.status import Problem, WorkloadState, pool_status, workload_state
+from tandem.operator.workqueue import WorkQueue
+
+logger = logging.getLogger(__name__)
+
+PoolKey = tuple[str, str]  # namespace, name
+ChildKey = tuple[str, str]  # kind, name
+APPLY_FAILED = "ApplyFailed"
+# How stale the cluster's capabilities may be before a pool waiting for one looks again.
+REDISCOVER_SECONDS = 30.0
+_GROUPS = sorted(
+    {kind.group for kind in CHILD_KINDS if kind.kind in ("PodDisruptionBudget", "LeaderWorkerSet")}
+)
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _key(body: Body) -> tuple[str, str]:
+    return body["metadata"]["namespace"], body["metadata"]["name"]
+
+
+def recorded_status(body: Body) -> InferencePoolStatus | None:
+    try:
+        return InferencePoolStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        return None  # written by someone else: replaced by the next write
+
+
+class Controller:
+    def __init__(self, settings: OperatorSettings, planner: Planner, *, instance: str | None = None) -> None:
+        self.settings = settings
+        self._planner = planner
+        self._instance = instance or socket.gethostname()
+        self.pools: dict[PoolKey, Body] = {}
+        self.children: dict[PoolKey, dict[ChildKey, Body]] = {}
+        self.statuses: dict[PoolKey, InferencePoolStatus] = {}
+        # Children this process applied per pool: a missing one was deleted, so it is "restored".
+        self._applied: dict[PoolKey, set[ChildKey]] = {}
+        self.caps = Capabilities()
+        self._discovered_at = float("-inf")
+        self._api: KubeClient | None = None
+        self._resync: asyncio.Task[None] | None = None
+        self.queue: WorkQueue[PoolKey] = WorkQueue(self.reconcile, workers=settings.workers)
+        self.metrics = OperatorMetrics(
+            statuses=lambda: list(self.statuses.values()), queue_depth=lambda: len(self.queue)
+        )
+
+    @property
+    def api(self) -> KubeClient:
+        if self._api is None:
+            raise RuntimeError("the controller is not started")
+        return self._api
+
+    # -- what the watches report -------------------------------------------------------------------
+
+    def observe_pool(self, event_type: str | None, body: Body) -> None:
+        key = _key(body)
+        if event_type == "DELETED":
+            for table in (self.pools, self.statuses, self._applied):
+                table.pop(key, None)
+            self.queue.forget(key)
+            return
+        self.pools[key] = body
+        self.queue.add(key)
+
+    def observe_child(self, event_type: str | None, body: Body) -> None:
+        meta = body["metadata"]
+        pool = (meta.get("labels") or {}).get(POOL_LABEL)
+        if not pool:
+            return
+        key = (meta["namespace"], pool)
+        child = (body["kind"], meta["name"])
+        children = self.children.setdefault(key, {})
+        if event_type == "DELETED":
+            # A late event for an object already replaced must not drop its successor.
+            if children.get(child, {}).get("metadata", {}).get("uid") == meta.get("uid"):
+                children.pop(child)
+        else:
+            children[child] = body
+        if key in self.pools:
+            self.queue.add(key)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self, api: KubeClient) -> None:
+        self._api = api
+        await self.discover()
+        self.queue.start()
+        self._resync = asyncio.create_task(self._resync_loop(), name="resync")
+
+    async def stop(self) -> None:
+        if self._resync is not None:
+            self._resync.cancel()
+            await asyncio.gather(self._resync, return_exceptions=True)
+        await self.queue.stop()
+
+    async def discover(self) -> None:
+        served = [version for group in _GROUPS for version in await self.api.served_versions(group)]
+        self.caps = capabilities_from(served)
+        self._discovered_at = time.monotonic()
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.resync_seconds)
+            try:
+                await self.discover()
+            except KubeError as exc:
+                logger.warning("API discovery failed: %s", exc)
+            for key in list(self.pools):
+                self.queue.add(key)
+
+    # -- reconcile ---------------------------------------------------------------------------------
+
+    async def reconcile(self, key: PoolKey) -> None:
+        body = self.pools.get(key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return  # owner references let the garbage collector remove the children
+        started = time.perf_counter()
+        try:
+            await self._reconcile(key, body)
+        except Exception as exc:
+            self.metrics.reconciles.labels("error").inc()
+            self.metrics.errors.labels(type(exc).__name__).inc()
+            raise
+        else:
+            self.metrics.reconciles.labels("ok").inc()
+        finally:
+            self.metrics.duration.observe(time.perf_counter() - started)
+
+    async def _decide(self, body: Body) -> Decision:
+        decision = decide(body, self.caps, self.settings.images, self._planner)
+        waiting = decision.problem is not None and decision.problem.reason == LWS_MISSING
+        if waiting and time.monotonic() - self._discovered_at > REDISCOVER_SECONDS:
+            await self.discover()
+            decision = decide(body, self.caps, self.settings.images, self._planner)
+        return decision
+
+    async def _reconcile(self, key: PoolKey, body: Body) -> None:
+        decision = await self._decide(body)
+        changes = ChildChanges()
+        problem, failure = decision.problem, None
+        if decision.objects is not None:
+            try:
+                changes = await self._sync_children(key, decision)
+            except KubeError as exc:
+                if exc.transient:
+                    raise
+                failure = exc
+                problem = Problem(APPLY_FAILED, exc.message, planned=True)
+        previous = recorded_status(body)
+        status = pool_status(
+            generation=decision.generation,
+            plan=decision.plan,
+            desired=decision.desired if problem is None else None,
+            observed=self._observed(key, decision),
+            problem=problem,
+            endpoint=decision.endpoint,
+            previous=previous,
+            now=utc_now(),
+        )
+        self.statuses[key] = status
+        await self._write_status(key, body, status)
+        await self._post_events(body, previous, status, changes)
+        if failure is not None:
+            raise failure  # retried with backoff: a fix outside the spec (RBAC, quota) makes no event
+
+    async def _sync_children(self, key: PoolKey, decision: Decision) -> ChildChanges:
+        assert decision.objects is not None
+        live = self.children.setdefault(key, {})
+        applied_before = self._applied.get(key, set())
+        changes = ChildChanges()
+        wanted: set[ChildKey] = set()
+        for manifest in decision.objects:
+            child = (manifest["kind"], manifest["metadata"]["name"])
+            wanted.add(child)
+            stamped = stamp(manifest)
+            change = needed_change(live.get(child), stamped)
+            if change is None:
+                continue
+            if change is Change.CREATE and child in applied_before:
+                change = Change.REPAIR
+            live[child] = await self.api.apply(stamped)
+            self.metrics.writes.labels("apply", child[0]).inc()
+            changes.add(change, "/".join(child))
+        self._applied[key] = wanted
+        for child, body in list(live.items()):
+            if child in wanted or not _owned_by(body, decision.pool.uid):
+                continue
+            await self.api.delete(kind_of(body), key[0], child[1], body["metadata"]["uid"])
+            self.metrics.writes.labels("delete", child[0]).inc()
+            live.pop(child, None)
+            changes.pruned.append("/".join(child))
+        return changes
+
+    def _observed(self, key: PoolKey, decision: Decision) -> dict[str, WorkloadState]:
+        live = self.children.get(key, {})
+        pool = decision.pool
+        names = {role.value: pool.role_workload(role) for role in Role} | {"router": pool.router}
+        observed = {}
+        for component, name in names.items():
+            body = live.get(("Deployment", name)) or live.get(("LeaderWorkerSet", name))
+            if body is not None:
+                observed[component] = workload_state(body)
+        return observed
+
+    async def _write_status(self, key: PoolKey, body: Body, status: InferencePoolStatus) -> None:
+        wire = status.to_wire()
+        if body.get("status") == wire:
+            return
+        namespace, name = key
+        self.pools[key] = await self.api.write_pool_status(namespace, name, wire)
+        self.metrics.writes.labels("patch", "InferencePool/status").inc()
+
+    async def _post_events(
+        self,
+        body: Body,
+        previous: InferencePoolStatus | None,
+        status: InferencePoolStatus,
+        changes: ChildChanges,
+    ) -> None:
+        now = utc_now()
+        for event in pool_events(previous, status, changes):
+            try:
+                await self.api.create_event(event_manifest(body, event, now=now, instance=self._instance))
+            except KubeError as exc:  # Events are informative; losing one must not fail the reconcile
+                logger.warning("could not post event %s on %s: %s", event.reason, _key(body), exc)
+            else:
+                self.metrics.writes.labels("create", "Event").inc()
+
+
+def _owned_by(body: Body, uid: str) -> bool:
+    references: list[dict[str, Any]] = body["metadata"].get("ownerReferences") or []
+    return any(reference.get("uid") == uid and reference.get("controller") for reference in references)

@@ -1,0 +1,89 @@
+"""kopf's part: watch pools and their children, and hand every event to the controller.
+
+Handlers stay thin: they record the object and queue its pool; the controller's work queue does
+the reconcile. Only event-watching handlers are registered, so kopf keeps no state on the objects
+(no finalizers, no last-handled annotations, no ``status.<handler>`` results).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kopf
+import kubernetes
+
+from tandem.api import GROUP, PLURAL, VERSION
+from tandem.operator.controller import Controller
+from tandem.operator.kinds import CHILD_KINDS
+from tandem.operator.naming import MANAGED_BY, MANAGED_BY_LABEL
+
+# (group, version, plural); version None where the operator renders several (kopf then watches the
+# cluster's preferred one, which is the one discovery picks for rendering).
+ChildWatch = tuple[str, str | None, str]
+
+
+def child_watches() -> list[ChildWatch]:
+    versions: dict[tuple[str, str], set[str]] = {}
+    for kind in CHILD_KINDS:
+        versions.setdefault((kind.group, kind.plural), set()).add(kind.version)
+    return [
+        (group, next(iter(found)) if len(found) == 1 else None, plural)
+        for (group, plural), found in versions.items()
+    ]
+
+
+def kopf_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    # One active replica, no KopfPeering CRD: see docs/operator.md.
+    settings.peering.standalone = True
+    # The controller posts its own Events; kopf's would repeat handler logs.
+    settings.posting.enabled = False
+    for group, version, plural in child_watches():
+        # kopf's selector shorthand: (group, plural) means the preferred version; ("v1", plural) core.
+        key = (group or "v1", plural) if version is None or not group else (group, version, plural)
+        # Filter on the server: only the operator's children reach the operator.
+        settings.watching.label_selectors[key] = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+    return settings
+
+
+def connection_info(kubeconfig: Path, settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
+    """kopf's credentials from one kubeconfig file (kopf's own login reads only $KUBECONFIG)."""
+    config = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=config)  # type: ignore[no-untyped-call]
+    header = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix("authorization")
+    scheme, _, token = header.rpartition(" ") if header else ("", "", "")
+    return kopf.ConnectionInfo(
+        server=config.host,
+        ca_path=config.ssl_ca_cert,
+        insecure=not config.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=config.cert_file,
+        private_key_path=config.key_file,
+        trust_env=settings.networking.trust_env,
+    )
+
+
+def build_registry(controller: Controller) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    kubeconfig = controller.settings.kubeconfig
+
+    @kopf.on.login(registry=registry)
+    def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
+        if kubeconfig is not None:
+            return connection_info(kubeconfig, settings)
+        return kopf.login_via_client(settings=settings, **kwargs)
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    def pool_event(event: kopf.RawEvent, **_: Any) -> None:
+        controller.observe_pool(event.get("type"), dict(event["object"]))
+
+    def child_event(event: kopf.RawEvent, **_: Any) -> None:
+        controller.observe_child(event.get("type"), dict(event["object"]))
+
+    for group, version, plural in child_watches():
+        kopf.on.event(group=group, version=version, plural=plural, id=f"child-{plural}", registry=registry)(
+            child_event
+        )
+    return registry

@@ -1,0 +1,61 @@
+"""Run the operator: kopf's watches, the controller's workers, liveness and ``/metrics``.
+
+``run_operator`` is the whole operator as one coroutine; the CLI runs it with ``asyncio.run`` and
+tests run it in a thread with a stop flag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+import kopf
+
+from tandem.operator.controller import Controller
+from tandem.operator.decide import Planner
+from tandem.operator.handlers import build_registry, kopf_settings
+from tandem.operator.kube import KubeClient
+from tandem.operator.metrics import serve_metrics
+from tandem.operator.settings import OperatorSettings
+
+Flag = asyncio.Event | threading.Event | Future[Any] | None
+
+
+async def run_operator(
+    settings: OperatorSettings,
+    planner: Planner,
+    *,
+    stop_flag: Flag = None,
+    ready_flag: Flag = None,
+    controller: Controller | None = None,
+) -> None:
+    """Run until ``stop_flag`` is set (or a signal arrives, in the main thread)."""
+    controller = controller or Controller(settings, planner)
+    api = await KubeClient.connect(settings.kubeconfig)
+    metrics = None
+    try:
+        await controller.start(api)
+        if settings.metrics_port:
+            metrics = await serve_metrics(controller.metrics, settings.bind_host, settings.metrics_port)
+        liveness = (
+            f"http://{settings.bind_host}:{settings.liveness_port}/healthz"
+            if settings.liveness_port
+            else None
+        )
+        await kopf.operator(
+            registry=build_registry(controller),
+            settings=kopf_settings(),
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            standalone=True,
+            liveness_endpoint=liveness,
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+    finally:
+        if metrics is not None:
+            await metrics.cleanup()
+        await controller.stop()
+        await api.close()

@@ -1,0 +1,271 @@
+"""The router's ASGI application: routes, the request id, API keys, and the lifespan that owns
+every piece of state (no module globals: two apps in one process do not share anything)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from tandem.api.spec import KvConnector
+from tandem.router.asgi import (
+    Receive,
+    Scope,
+    Send,
+    error_reply,
+    header,
+    read_body,
+    send_reply,
+    until_disconnect,
+)
+from tandem.router.auth import ApiKeys, load_api_keys
+from tandem.router.client_request import Kind, parse_client_request
+from tandem.router.connectors import Connector, LmcacheConnector, NixlConnector, NotificationHub
+from tandem.router.discovery.static import publish_static
+from tandem.router.dispatch import Dispatcher, Hints
+from tandem.router.endpoints import EndpointRegistry
+from tandem.router.errors import (
+    BadRequestError,
+    MethodNotAllowedError,
+    NotFoundError,
+    NotServingError,
+    RouterError,
+)
+from tandem.router.metrics import RouterMetrics
+from tandem.router.monitor import EndpointMonitor
+from tandem.router.reply import Reply
+from tandem.router.settings import RouterSettings
+from tandem.router.state import RouterState
+from tandem.router.upstream import Upstream, new_session
+
+log = logging.getLogger(__name__)
+
+# A client's X-Request-Id is passed to engines and logs: printable, bounded.
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/=+-]{1,128}$")
+
+
+@dataclass
+class Services:
+    """What the lifespan builds and the routes use."""
+
+    settings: RouterSettings
+    state: RouterState
+    dispatcher: Dispatcher
+    metrics: RouterMetrics
+    api_keys: ApiKeys | None
+
+
+Handler = Callable[[Services, Scope, Receive, str], Awaitable[Reply]]
+
+
+class RouterApp:
+    def __init__(self, settings: RouterSettings) -> None:
+        self.settings = settings
+        self.services: Services | None = None
+        self._routes: dict[tuple[str, str], Handler] = {
+            ("POST", "/v1/chat/completions"): _completions(Kind.CHAT),
+            ("POST", "/v1/completions"): _completions(Kind.COMPLETION),
+            ("GET", "/v1/models"): _models,
+            ("GET", "/health"): _health,
+            ("GET", "/ready"): _ready,
+            ("GET", "/metrics"): _metrics,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await until_disconnect(self._http(scope, receive, send), receive)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        given = header(scope, b"x-request-id")
+        request_id = given.decode() if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        handler = self._routes.get((scope["method"], scope["path"]))
+        try:
+            if self.services is None:
+                raise NotServingError("The router is starting or stopping.", code="not_serving")
+            if handler is None:
+                raise _not_found(scope, self._routes)
+            reply = await handler(self.services, scope, receive, request_id)
+        except RouterError as exc:
+            reply = error_reply(exc, request_id)
+        await send_reply(send, reply)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        assert message["type"] == "lifespan.startup"
+        async with AsyncExitStack() as stack:
+            try:
+                self.services = await self._start(stack)
+            except Exception as exc:
+                log.exception("router failed to start")
+                await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+            message = await receive()
+            assert message["type"] == "lifespan.shutdown"
+            self.services = None
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async def _start(self, stack: AsyncExitStack) -> Services:
+        settings = self.settings
+        api_keys = ApiKeys(load_api_keys(settings.api_keys_file)) if settings.api_keys_file else None
+        metrics = RouterMetrics()
+        registry = EndpointRegistry()
+        state = RouterState(
+            registry,
+            metrics,
+            max_inflight_per_decode=settings.max_inflight_per_decode,
+            retry_after_s=settings.retry_after_s,
+        )
+        metrics.track(registry, state.queue_depths)
+        session = new_session(settings.connect_timeout_s)
+        stack.push_async_callback(session.close)
+        upstream = Upstream(session, control_timeout_s=settings.control_timeout_s)
+        monitor = EndpointMonitor(
+            registry,
+            session,
+            scrape_interval_s=settings.scrape_interval_s,
+            probe_interval_s=settings.probe_interval_s,
+            timeout_s=settings.control_timeout_s,
+        )
+        hub = NotificationHub(
+            settings.replica_id(),
+            settings.listen_host(),
+            settings.notify_port,
+            state.is_peer,
+            lambda disposition: metrics.notifications.labels(disposition).inc(),
+        )
+        hub.start()
+        stack.push_async_callback(hub.close)
+        connectors: dict[KvConnector, Connector] = {
+            KvConnector.LMCACHE: LmcacheConnector(
+                upstream,
+                registry,
+                monitor.take_out,
+                hub,
+                timeout_s=settings.handoff_timeout_s,
+                stream_first_token=settings.stream_first_token,
+                on_wait=lambda pool, seconds: metrics.handoff_wait.labels(pool).observe(seconds),
+            ),
+            KvConnector.NIXL: NixlConnector(upstream, registry, monitor.take_out),
+        }
+        dispatcher = Dispatcher(settings, state, upstream, connectors, monitor)
+        if settings.static is not None:
+            publish_static(settings.static, settings, state)
+        else:
+            from tandem.router.discovery.kubernetes import KubernetesDiscovery, api_client
+
+            assert settings.kubernetes is not None
+            api = await api_client(settings.kubernetes)
+            stack.push_async_callback(api.close)
+            await stack.enter_async_context(
+                _background(KubernetesDiscovery(api, settings, state).run(), "discovery")
+            )
+        await stack.enter_async_context(_background(monitor.run(), "endpoint monitor"))
+        return Services(settings, state, dispatcher, metrics, api_keys)
+
+
+@contextlib.asynccontextmanager
+async def _background(work: Awaitable[None], name: str) -> AsyncIterator[None]:
+    async def guarded() -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s stopped", name)
+
+    task = asyncio.create_task(guarded(), name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def create_app(settings: RouterSettings) -> RouterApp:
+    return RouterApp(settings)
+
+
+def _json(payload: object, status: int = 200) -> Reply:
+    return Reply(status, body=msgspec.json.encode(payload))
+
+
+def _not_found(scope: Scope, routes: dict[tuple[str, str], Handler]) -> RouterError:
+    if any(path == scope["path"] for _, path in routes):
+        return MethodNotAllowedError(
+            f"Method {scope['method']} not allowed on {scope['path']}.", code="method_not_allowed"
+        )
+    return NotFoundError(f"No route {scope['path']}.", code="not_found")
+
+
+def _authorize(services: Services, scope: Scope) -> None:
+    if services.api_keys is not None:
+        services.api_keys.check(header(scope, b"authorization"))
+
+
+def _hints(settings: RouterSettings, scope: Scope) -> Hints:
+    session = header(scope, settings.session_header.lower().encode())
+    priority = header(scope, settings.priority_header.lower().encode())
+    ttft = header(scope, settings.deadline_header.lower().encode())
+    try:
+        return Hints(
+            session=session.decode(errors="replace") if session else None,
+            priority=int(priority) if priority else 0,
+            ttft_ms=float(ttft) if ttft else None,
+        )
+    except ValueError as exc:
+        raise BadRequestError(
+            f"{settings.priority_header} must be an integer and {settings.deadline_header} a number",
+            code="invalid_header",
+        ) from exc
+
+
+def _completions(kind: Kind) -> Handler:
+    async def handle(services: Services, scope: Scope, receive: Receive, request_id: str) -> Reply:
+        _authorize(services, scope)
+        raw = await read_body(scope, receive, services.settings.max_body_bytes)
+        request = parse_client_request(kind, raw, request_id)
+        return await services.dispatcher.serve(request, _hints(services.settings, scope))
+
+    return handle
+
+
+async def _models(services: Services, scope: Scope, receive: Receive, request_id: str) -> Reply:
+    _authorize(services, scope)
+    created = int(time.time())
+    data = [
+        {
+            "id": p.config.model,
+            "object": "model",
+            "created": created,
+            "owned_by": "tandem",
+            "root": p.config.model,
+        }
+        for p in services.state.pools.values()
+    ]
+    return _json({"object": "list", "data": data})
+
+
+async def _health(services: Services, scope: Scope, receive: Receive, request_id: str) -> Reply:
+    return Reply(200)
+
+
+async def _ready(services: Services, scope: Scope, receive: Receive, request_id: str) -> Reply:
+    reasons = services.state.not_ready()
+    return _json({"ready": not reasons, "reasons": reasons}, 503 if reasons else 200)
+
+
+async def _metrics(services: Services, scope: Scope, receive: Receive, request_id: str) -> Reply:
+    return Reply(200, body=services.metrics.exposition(), content_type=CONTENT_TYPE_LATEST)

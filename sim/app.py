@@ -1,0 +1,334 @@
+"""The simulator's ASGI app: vLLM's OpenAI server surface, plus ``/admin/faults``.
+
+``create_app(settings)`` builds it; the lifespan owns everything stateful (engine loop, connector
+sockets, metrics registry, faults) and keeps it in ``app.state.sim`` while it runs, so an app can
+be driven in-process (``httpx.ASGITransport``, see :mod:`tandem.sim.testing`) or served by uvicorn
+(``tandem sim``).
+
+Routes: ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /v1/models``,
+``GET /health``, ``POST /tokenize``, ``POST /detokenize``, ``GET /metrics``, ``GET /version``,
+``GET|POST /admin/faults`` (unless ``admin_api`` is off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from tandem.sim.connector import EngineRequest, KVConnector, NoConnector, RequestError
+from tandem.sim.engine import Engine, RequestStream
+from tandem.sim.event_stream import DropConnectionError, EventStream
+from tandem.sim.faults import Faults, FaultState
+from tandem.sim.lmcache_connector import LMCacheReceiver, LMCacheSender
+from tandem.sim.metrics import SimMetrics
+from tandem.sim.nixl_connector import NixlConnector
+from tandem.sim.openai_protocol import (
+    ApiError,
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    TokenizeRequest,
+    bad_request,
+    check_token_ids,
+    max_new_tokens,
+    stop_rules,
+)
+from tandem.sim.openai_responses import DONE, ChunkWriter, Kind, json_bytes, models_body, response_body, usage
+from tandem.sim.settings import NIXL_CONNECTOR, SimSettings
+from tandem.sim.tokenizer import Tokenizer, default_tokenizer
+
+log = logging.getLogger(__name__)
+VERSION = "0.1.0+tandem.sim"
+_Body = TypeVar("_Body", bound=BaseModel)
+
+
+def build_connector(settings: SimSettings, metrics: SimMetrics, faults: FaultState) -> KVConnector:
+    config = settings.kv_transfer_config
+    if config is None:
+        return NoConnector()
+    if config.kv_connector == NIXL_CONNECTOR:
+        return NixlConnector(settings, metrics)
+    lmcache = settings.lmcache
+    assert lmcache is not None  # SimSettings checked the LMCache config
+    if lmcache.pd_role == "sender":
+        return LMCacheSender(settings, lmcache, metrics, faults)
+    return LMCacheReceiver(settings, lmcache, metrics)
+
+
+@dataclass
+class Sim:
+    """What the routes share; built by the lifespan."""
+
+    settings: SimSettings
+    tokenizer: Tokenizer
+    metrics: SimMetrics
+    faults: FaultState
+    engine: Engine
+    started: int
+    ids: itertools.count[int]
+    prompt_details: bool
+
+    def model_name(self, requested: str | None) -> str:
+        names = self.settings.model_names
+        if requested is not None and requested not in names:
+            raise ApiError(404, f"The model `{requested}` does not exist.", "model")
+        return requested or names[0]
+
+
+def _sim(request: Request) -> Sim:
+    sim: Sim = request.app.state.sim
+    return sim
+
+
+async def _parse(request: Request, model: type[_Body]) -> _Body:
+    try:
+        return model.model_validate(json.loads(await request.body()))
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}") from exc
+    except ValidationError as exc:
+        raise bad_request(exc) from exc
+
+
+async def _unless_client_leaves(request: Request, work: Awaitable[Any], on_leave: Callable[[], None]) -> Any:
+    """Await ``work``; if the client disconnects first, cancel it and call ``on_leave``."""
+    doing = asyncio.ensure_future(work)
+
+    async def client_left() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watching = asyncio.ensure_future(client_left())
+    try:
+        await asyncio.wait((doing, watching), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watching.cancel()
+        if not doing.done():
+            doing.cancel()
+            on_leave()
+        await asyncio.gather(watching, return_exceptions=True)
+    if doing.cancelled():
+        raise ApiError(499, "the client closed the request")
+    return doing.result()
+
+
+async def _enforce_faults(sim: Sim, request: Request) -> None:
+    faults = sim.faults
+    if faults.draw_failure():
+        sim.metrics.faults_injected.labels(fault="error").inc()
+        raise ApiError(faults.faults.error_status, "injected fault: the request failed")
+    if faults.faults.delay_ms or faults.faults.hang:
+        sim.metrics.faults_injected.labels(fault="delay" if not faults.faults.hang else "hang").inc()
+        await _unless_client_leaves(request, faults.hold(), lambda: None)
+
+
+async def _chunks(
+    sim: Sim, stream: RequestStream, writer: ChunkWriter, include_usage: bool
+) -> AsyncIterator[bytes]:
+    opening = writer.opening()
+    if opening is not None:
+        yield opening
+    while True:
+        delta = await stream.next()
+        if delta.finished:
+            assert stream.finish_reason is not None
+            yield writer.final(delta.text, stream.finish_reason, stream.stop_reason)
+            break
+        if delta.text:
+            yield writer.text(delta.text)
+    if include_usage:
+        yield writer.usage(_usage(sim, stream))
+    yield DONE
+
+
+async def _faulty(sim: Sim, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Drop the connection or exit the process after the configured number of chunks."""
+    faults = sim.faults.faults
+    sent = 0
+    async for chunk in chunks:
+        if sent == faults.exit_after_chunks:
+            log.error("injected fault: exiting after %d chunks", sent)
+            os._exit(1)
+        if sent == faults.close_after_chunks:
+            sim.metrics.faults_injected.labels(fault="close").inc()
+            raise DropConnectionError
+        yield chunk
+        sent += 1
+
+
+def _usage(sim: Sim, stream: RequestStream) -> dict[str, Any]:
+    cached = stream.cached_tokens if sim.prompt_details else None
+    return usage(stream.prompt_tokens, stream.num_generated, cached)
+
+
+async def _generate(request: Request, kind: Kind) -> ASGIApp:
+    sim = _sim(request)
+    if sim.faults.faults.unhealthy:
+        sim.metrics.faults_injected.labels(fault="unhealthy").inc()
+        raise ApiError(503, "the engine is unhealthy (injected fault)")
+    body: CompletionRequest | ChatCompletionRequest = await _parse(
+        request, CompletionRequest if kind == "completion" else ChatCompletionRequest
+    )
+    body.check_unsupported()
+    model = sim.model_name(body.model)
+    prompt = body.prompt_ids(sim.tokenizer)
+    max_tokens = max_new_tokens(body.requested_max_tokens(), len(prompt), sim.settings.max_model_len)
+    await _enforce_faults(sim, request)
+    base_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    response_id = f"{'cmpl' if kind == 'completion' else 'chatcmpl'}-{base_id}"
+    engine_request = EngineRequest(
+        f"{response_id}-{next(sim.ids)}", prompt, stop_rules(body, max_tokens), body.kv_transfer_params
+    )
+    try:
+        stream = await sim.engine.generate(engine_request)
+    except RequestError as exc:
+        raise ApiError(400, str(exc), "kv_transfer_params") from exc
+
+    def abort() -> None:
+        sim.engine.abort(engine_request.request_id)
+
+    created = int(time.time())
+    if body.stream:
+        writer = ChunkWriter(kind, response_id=response_id, created=created, model=model)
+        return EventStream(_faulty(sim, _chunks(sim, stream, writer, body.include_usage)), abort)
+    text = await _unless_client_leaves(request, stream.text(), abort)
+    assert stream.finish_reason is not None
+    payload = response_body(
+        kind,
+        response_id=response_id,
+        created=created,
+        model=model,
+        text=text,
+        finish_reason=stream.finish_reason,
+        stop_reason=stream.stop_reason,
+        usage_block=_usage(sim, stream),
+        kv_transfer_params=stream.kv_transfer_params,
+    )
+    return Response(json_bytes(payload), media_type="application/json")
+
+
+async def completions(request: Request) -> ASGIApp:
+    return await _generate(request, "completion")
+
+
+async def chat_completions(request: Request) -> ASGIApp:
+    return await _generate(request, "chat")
+
+
+async def tokenize(request: Request) -> Response:
+    sim = _sim(request)
+    body = await _parse(request, TokenizeRequest)
+    sim.model_name(body.model)
+    tokens = body.prompt_ids(sim.tokenizer)
+    strs = [sim.tokenizer.piece(t) for t in tokens] if body.return_token_strs else None
+    payload = {
+        "count": len(tokens),
+        "max_model_len": sim.settings.max_model_len,
+        "tokens": tokens,
+        "token_strs": strs,
+    }
+    return Response(json_bytes(payload), media_type="application/json")
+
+
+async def detokenize(request: Request) -> Response:
+    sim = _sim(request)
+    body = await _parse(request, DetokenizeRequest)
+    sim.model_name(body.model)
+    tokens = check_token_ids(body.tokens, sim.tokenizer, "tokens")
+    return Response(json_bytes({"prompt": sim.tokenizer.decode(tokens)}), media_type="application/json")
+
+
+async def models(request: Request) -> Response:
+    sim = _sim(request)
+    settings = sim.settings
+    body = models_body(settings.model_names, settings.model, settings.max_model_len, sim.started)
+    return Response(json_bytes(body), media_type="application/json")
+
+
+async def health(request: Request) -> Response:
+    return Response(status_code=503 if _sim(request).faults.faults.unhealthy else 200)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(_sim(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def version(request: Request) -> Response:
+    return Response(json_bytes({"version": VERSION}), media_type="application/json")
+
+
+async def faults(request: Request) -> Response:
+    state = _sim(request).faults
+    if request.method == "POST":
+        state.set(await _parse(request, Faults))
+        log.warning("faults now %s", state.current().model_dump(exclude_defaults=True))
+    return Response(json_bytes(state.current().model_dump()), media_type="application/json")
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return Response(json_bytes(exc.body()), status_code=exc.status, media_type="application/json")
+
+
+def create_app(settings: SimSettings, *, prompt_tokens_details: bool = False) -> Starlette:
+    """The ASGI app of one simulated engine (``prompt_tokens_details``: vLLM's
+    ``--enable-prompt-tokens-details``, report cached prompt tokens in ``usage``)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tokenizer = default_tokenizer()
+        sim_metrics = SimMetrics(settings.model_names[0])
+        fault_state = FaultState(settings.faults, settings.seed)
+        connector = build_connector(settings, sim_metrics, fault_state)
+        engine = Engine(settings, tokenizer, sim_metrics, connector)
+        await connector.start(engine)
+        loop = asyncio.create_task(engine.run(), name="engine-loop")
+        sim = Sim(
+            settings,
+            tokenizer,
+            sim_metrics,
+            fault_state,
+            engine,
+            int(time.time()),
+            itertools.count(),
+            prompt_tokens_details,
+        )
+        app.state.sim = sim
+        try:
+            yield
+        finally:
+            del app.state.sim
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+            await engine.close()
+            await connector.stop()
+
+    routes = [
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/tokenize", tokenize, methods=["POST"]),
+        Route("/detokenize", detokenize, methods=["POST"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/version", version, methods=["GET"]),
+    ]
+    if settings.admin_api:
+        routes.append(Route("/admin/faults", faults, methods=["GET", "POST"]))
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={ApiError: _api_error})

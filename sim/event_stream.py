@@ -1,0 +1,64 @@
+"""A server-sent-events response as a plain ASGI callable.
+
+It streams the chunks of an async iterator and, like Starlette's ``StreamingResponse``, watches for
+the client leaving, which stops the source and calls ``on_disconnect`` (the engine aborts the
+request). Unlike it, a source may raise :class:`DropConnectionError` to end the response without its
+final empty chunk: the server then drops the connection mid-stream, as a crashing engine would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+from starlette.types import Receive, Scope, Send
+
+_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+
+
+class DropConnectionError(Exception):
+    """Raised by a chunk source: drop the connection now (an injected fault)."""
+
+
+class EventStream:
+    def __init__(self, chunks: AsyncIterator[bytes], on_disconnect: Callable[[], None]) -> None:
+        self._chunks = chunks
+        self._on_disconnect = on_disconnect
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+        streaming = asyncio.ensure_future(self._stream(send))
+        watching = asyncio.ensure_future(self._client_left(receive))
+        try:
+            await asyncio.wait((streaming, watching), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watching.cancel()
+            if not streaming.done():
+                streaming.cancel()
+                self._on_disconnect()
+            await asyncio.gather(streaming, watching, return_exceptions=True)
+        if streaming.cancelled():
+            return
+        error = streaming.exception()
+        if error is not None:
+            raise error
+        if streaming.result():
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _stream(self, send: Send) -> bool:
+        """Send every chunk; False when the source asked to drop the connection."""
+        try:
+            async for chunk in self._chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except DropConnectionError:
+            return False
+        except OSError:
+            # The client went away between chunks (uvicorn raises on a send after disconnect).
+            self._on_disconnect()
+            return False
+        return True
+
+    @staticmethod
+    async def _client_left(receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass

@@ -1,0 +1,126 @@
+"""A container's private mount namespace: volumes at paths the host lacks, a private /etc/hosts
+that follows rewrites, and the host's filesystem left exactly as it was."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tandem.devcluster.dns import write_atomically
+from tandem.devcluster.launch import ContainerLaunch, MountSpec
+from tandem.devcluster.podinit import EXIT_SETUP_FAILED
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="mount namespaces need root and unshare"
+)
+
+# Paths the host must not have, before or after.
+FILE_TARGET = "/etc/tandem-mountns-test/config.yaml"
+ROOT_TARGET = "/tandem-mountns-test/models"
+SYMLINKED_TARGET = "/var/run/secrets/tandem-mountns-test"
+
+PROGRAM = textwrap.dedent(
+    f"""
+    import errno, socket, time
+    print("config", open("{FILE_TARGET}").read(), flush=True)
+    print("models", open("{ROOT_TARGET}/weights.bin").read(), flush=True)
+    print("secret", open("{SYMLINKED_TARGET}/token").read(), flush=True)
+    print("hostname", socket.gethostname(), flush=True)
+    try:
+        open("{FILE_TARGET}", "w")
+    except OSError as exc:
+        print("read-only", exc.errno == errno.EROFS, flush=True)
+    open("/etc/tandem-mountns-test/scratch", "w").write("private")
+    print("hosts", "first" in open("/etc/hosts").read(), flush=True)
+    deadline = time.monotonic() + 10
+    while "second" not in open("/etc/hosts").read() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print("hosts rewritten", "second" in open("/etc/hosts").read(), flush=True)
+    """
+)
+
+
+def host_untouched() -> bool:
+    return not any(Path(path).exists() for path in ("/etc/tandem-mountns-test", "/tandem-mountns-test", "/run/secrets/tandem-mountns-test"))
+
+
+def launch_command(launch: ContainerLaunch, directory: Path) -> list[str]:
+    launch_file = directory / "launch.json"
+    launch_file.write_text(launch.model_dump_json())
+    return ["unshare", "--mount", "--uts", "--propagation", "private", "--"] + [
+        sys.executable,
+        "-m",
+        "tandem.devcluster.podinit",
+        str(launch_file),
+    ]
+
+
+def test_volumes_appear_at_missing_paths_without_changing_the_host(tmp_path: Path) -> None:
+    if not host_untouched():
+        pytest.skip("this machine already has one of the test's paths")
+    config = tmp_path / "config.yaml"
+    config.write_text("chunk_size: 256")
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "weights.bin").write_text("weights")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "token").write_text("t0ken")
+    (tmp_path / "network").mkdir()
+    hosts = tmp_path / "network" / "hosts"  # in its own folder, as the kubelet keeps it
+    write_atomically(hosts, "127.0.0.1 localhost first\n")
+    original_hosts = Path("/etc/hosts").read_text()
+    launch = ContainerLaunch(
+        argv=[sys.executable, "-c", PROGRAM],
+        env={"PATH": os.environ["PATH"]},
+        working_dir=str(tmp_path / "work"),
+        hostname="decode-0",
+        hosts_file=str(hosts),
+        scratch=str(tmp_path / "scratch"),
+        mounts=[
+            MountSpec(source=str(config), target=FILE_TARGET, read_only=True),
+            MountSpec(source=str(models), target=ROOT_TARGET),
+            MountSpec(source=str(secret), target=SYMLINKED_TARGET, read_only=True),
+        ],
+    )
+    process = subprocess.Popen(launch_command(launch, tmp_path), stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    lines = [process.stdout.readline().strip() for _ in range(6)]
+    write_atomically(hosts, "127.0.0.1 localhost second\n")
+    lines.append(process.stdout.readline().strip())
+    assert process.wait(timeout=30) == 0
+    process.stdout.close()
+
+    assert lines == [
+        "config chunk_size: 256",
+        "models weights",
+        "secret t0ken",
+        "hostname decode-0",
+        "read-only True",
+        "hosts True",
+        "hosts rewritten True",
+    ]
+    assert host_untouched()
+    assert Path("/etc/hosts").read_text() == original_hosts
+
+
+def test_unmountable_volume_fails_with_a_message(tmp_path: Path) -> None:
+    launch = ContainerLaunch(
+        argv=["/bin/true"],
+        env={},
+        working_dir=str(tmp_path),
+        hostname="broken",
+        hosts_file=str(tmp_path / "hosts"),
+        scratch=str(tmp_path / "scratch"),
+        mounts=[MountSpec(source=str(tmp_path / "absent"), target=str(tmp_path / "target"))],
+    )
+    (tmp_path / "hosts").write_text("")
+    result = subprocess.run(launch_command(launch, tmp_path), capture_output=True, text=True, timeout=30)
+    assert result.returncode == EXIT_SETUP_FAILED
+    assert "cannot set up the container" in result.stderr

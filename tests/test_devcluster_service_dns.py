@@ -1,0 +1,125 @@
+"""Services from inside a pod: its /etc/hosts names them (rewritten as Services come and go), the
+userspace proxy on the ClusterIP takes turns over the ready endpoints, and a headless Service's
+name resolves to the pods themselves."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tandem.devcluster.testing import ClusterUnderTest, wait_for
+
+pytestmark = pytest.mark.cluster
+
+# Waits until the headless name resolves to both backends (so both are ready), then fetches each
+# URL twice.
+FETCH = textwrap.dedent(
+    """
+    import socket, sys, time, urllib.request
+    deadline = time.monotonic() + 40
+    def resolve(name):
+        try:
+            return {info[4][0] for info in socket.getaddrinfo(name, 8080, proto=socket.IPPROTO_TCP)}
+        except OSError:
+            return set()
+    def fetch(url):
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    return response.read().decode()
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    print(url, "failed:", exc, flush=True)
+                    sys.exit(1)
+                time.sleep(0.3)
+    *urls, headless = sys.argv[1:]
+    while len(resolve(headless)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    print(headless, "resolves to", " ".join(sorted(resolve(headless))), flush=True)
+    for url in urls:
+        print(url, "answered by", fetch(url), fetch(url), flush=True)
+    """
+)
+
+# Answers every GET with its own hostname (the pod's name), bound to the pod IP it is given.
+HOSTNAME_SERVER = textwrap.dedent(
+    """
+    import http.server, os, socket
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = socket.gethostname().encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+    http.server.HTTPServer((os.environ["TANDEM_BIND_HOST"], 8080), Handler).serve_forever()
+    """
+)
+
+
+def backend_deployment() -> dict[str, Any]:
+    container = {
+        "name": "server",
+        "image": "python:3.11",
+        "command": [sys.executable, "-c", HOSTNAME_SERVER],
+        "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "backend"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "backend"}},
+            "template": {"metadata": {"labels": {"app": "backend"}}, "spec": {"containers": [container]}},
+        },
+    }
+
+
+def service(name: str, port: int, headless: bool = False) -> dict[str, Any]:
+    spec: dict[str, Any] = {"selector": {"app": "backend"}, "ports": [{"port": port, "targetPort": 8080}]}
+    if headless:
+        spec["clusterIP"] = "None"
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec}
+
+
+def test_running_pod_reaches_services_by_name_in_turns(
+    kube_api: Any, devcluster: ClusterUnderTest, namespace: str
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    urls = [f"http://backend.{namespace}.svc.cluster.local/", "http://backend/"]
+    fetcher = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "fetcher"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {"name": "fetch", "image": "python:3.11", "command": [sys.executable, "-c", FETCH, *urls, "direct"]}
+            ],
+        },
+    }
+    # The client starts first: the names must appear in its /etc/hosts while it runs.
+    core.create_namespaced_pod(namespace, fetcher)
+    client.AppsV1Api(kube_api).create_namespaced_deployment(namespace, backend_deployment())
+    core.create_namespaced_service(namespace, service("backend", 80))
+    core.create_namespaced_service(namespace, service("direct", 8080, headless=True))
+
+    phase = wait_for(
+        lambda: (p := core.read_namespaced_pod("fetcher", namespace).status.phase) in ("Succeeded", "Failed") and p,
+        timeout=60,
+        message="the fetcher pod to finish",
+    )
+    logs = devcluster.pod_logs(namespace, "fetcher")
+    assert phase == "Succeeded", logs
+    backends = core.list_namespaced_pod(namespace, label_selector="app=backend").items
+    names = sorted(pod.metadata.name for pod in backends)
+    for url in urls:
+        [line] = [line for line in logs.splitlines() if line.startswith(url)]
+        assert sorted(line.split("answered by ")[1].split()) == names  # one answer from each, in turn
+    pod_ips = " ".join(sorted(pod.status.pod_ip for pod in backends))
+    assert f"direct resolves to {pod_ips}" in logs

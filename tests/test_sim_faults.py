@@ -1,0 +1,125 @@
+"""Faults on demand (``--faults`` and ``/admin/faults``): failures, delays, hangs, an unhealthy
+engine, and streams cut mid-way by a dropped connection or a dying process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import openai
+import pytest
+
+from tandem.sim.faults import Faults
+from tandem.sim.settings import SimSettings
+from tandem.sim.testing import metric_value, sim_client, sim_process
+
+BODY = {"prompt": "Hello", "max_tokens": 4}
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with sim_client(SimSettings(speed=50)) as client:
+        yield client
+
+
+async def set_faults(client: httpx.AsyncClient, **faults: object) -> dict[str, object]:
+    response = await client.post("/admin/faults", json=faults)
+    response.raise_for_status()
+    body: dict[str, object] = response.json()
+    return body
+
+
+async def test_an_error_rate_of_one_fails_every_request_with_the_chosen_status(
+    client: httpx.AsyncClient,
+) -> None:
+    await set_faults(client, error_rate=1.0, error_status=503)
+    response = await client.post("/v1/completions", json=BODY)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == 503
+    await set_faults(client)
+    assert (await client.post("/v1/completions", json=BODY)).status_code == 200
+    text = (await client.get("/metrics")).text
+    assert metric_value(text, "tandem_sim_faults_injected_total", fault="error") == 1
+
+
+async def test_fail_next_fails_that_many_requests_then_recovers(client: httpx.AsyncClient) -> None:
+    await set_faults(client, fail_next=2)
+    statuses = [
+        (
+            await client.post(
+                "/v1/chat/completions",
+                json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2},
+            )
+        ).status_code
+        for _ in range(3)
+    ]
+    assert statuses == [500, 500, 200]
+    assert (await client.get("/admin/faults")).json()["fail_next"] == 0
+
+
+async def test_an_unhealthy_engine_fails_health_and_requests(client: httpx.AsyncClient) -> None:
+    await set_faults(client, unhealthy=True)
+    assert (await client.get("/health")).status_code == 503
+    assert (await client.post("/v1/completions", json=BODY)).status_code == 503
+    await set_faults(client)
+    assert (await client.get("/health")).status_code == 200
+
+
+async def test_a_delay_holds_each_request(client: httpx.AsyncClient) -> None:
+    await set_faults(client, delay_ms=200)
+    started = time.perf_counter()
+    assert (await client.post("/v1/completions", json=BODY)).status_code == 200
+    assert time.perf_counter() - started >= 0.2
+
+
+async def test_a_hang_holds_requests_until_it_is_cleared(client: httpx.AsyncClient) -> None:
+    await set_faults(client, hang=True)
+    pending = asyncio.create_task(client.post("/v1/completions", json=BODY))
+    await asyncio.sleep(0.2)
+    assert not pending.done()
+    await set_faults(client)
+    assert (await asyncio.wait_for(pending, 5)).status_code == 200
+
+
+async def test_bad_fault_settings_are_400(client: httpx.AsyncClient) -> None:
+    response = await client.post("/admin/faults", json={"error_rate": 2})
+    assert response.status_code == 400
+    assert (await client.post("/admin/faults", json={"explode": True})).status_code == 400
+
+
+async def test_the_admin_api_can_be_turned_off() -> None:
+    async with sim_client(SimSettings(admin_api=False)) as client:
+        assert (await client.post("/admin/faults", json={})).status_code == 404
+
+
+@pytest.mark.slow
+def test_a_stream_cut_after_n_chunks_fails_the_client_mid_stream() -> None:
+    with sim_process(
+        "--speed", "20", "--faults", json.dumps(Faults(close_after_chunks=3).model_dump())
+    ) as sim:
+        client = openai.OpenAI(base_url=f"{sim.url}/v1", api_key="unused", max_retries=0)
+        received = []
+        with pytest.raises((openai.APIError, httpx.TransportError)):
+            for chunk in client.completions.create(
+                model="tandem/sim-model", prompt="Hi", max_tokens=20, stream=True
+            ):
+                received.append(chunk)
+        assert len(received) == 3
+        assert httpx.get(f"{sim.url}/health").status_code == 200  # the server lives on
+
+
+@pytest.mark.slow
+def test_exit_after_n_chunks_kills_the_process_mid_stream() -> None:
+    with sim_process("--speed", "20", "--faults", '{"exit_after_chunks": 2}') as sim:
+        with (
+            pytest.raises(httpx.TransportError),
+            httpx.stream(
+                "POST", f"{sim.url}/v1/completions", json={**BODY, "max_tokens": 20, "stream": True}
+            ) as response,
+        ):
+            for _ in response.iter_lines():
+                pass
+        assert sim.process.wait(timeout=10) == 1
