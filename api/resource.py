@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import Field
 
@@ -10,10 +10,10 @@ from tandem.api.base import ApiModel
 from tandem.api.spec import InferencePoolSpec
 from tandem.api.status import InferencePoolStatus
 
-GROUP = "tandem.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "InferencePool"
+GROUP: Final = "tandem.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = "tandem.dev/v1alpha1"
+KIND: Final = "InferencePool"
 PLURAL = "inferencepools"
 SINGULAR = "inferencepool"
 # Not `infpool`: the Gateway API Inference Extension's InferencePool has that short name.

@@ -19,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "tandem.sim.cli",
     "tandem.planner.cli",
     "tandem.operator.cli",
+    "tandem.devcluster.demo.cli",
 )
 
 

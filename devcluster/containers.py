@@ -55,12 +55,16 @@ def write_launch(launch: ContainerLaunch, launch_file: Path) -> None:
     launch_file.chmod(0o600)
 
 
+def container_argv(launch_file: Path) -> list[str]:
+    """A private mount and UTS namespace, in which ``podinit`` prepares and execs the program."""
+    unshare = ["unshare", "--mount", "--uts", "--propagation", "private", "--"]
+    return [*unshare, sys.executable, "-m", "tandem.devcluster.podinit", str(launch_file)]
+
+
 async def start_process(launch: ContainerLaunch, launch_file: Path, log: Path) -> asyncio.subprocess.Process:
-    """Start the container: a private mount and UTS namespace, then ``podinit`` execs the program."""
+    """Start the container's process."""
     write_launch(launch, launch_file)
-    argv = ["unshare", "--mount", "--uts", "--propagation", "private", "--"]
-    argv += [sys.executable, "-m", "tandem.devcluster.podinit", str(launch_file)]
-    return await spawn(argv, log)
+    return await spawn(container_argv(launch_file), log)
 
 
 # Builds the container's launch each time it starts (the environment is read anew, as Kubernetes does).

@@ -24,7 +24,7 @@ import yaml
 
 from tandem.devcluster.assets import Assets
 from tandem.devcluster.errors import DevClusterError
-from tandem.devcluster.network import CLUSTER_DOMAIN, HOST_IP, KUBERNETES_SERVICE_IP, SERVICE_CIDR
+from tandem.devcluster.network import CLUSTER_DOMAIN, HOST_IP, NetworkSlot
 from tandem.devcluster.pki import ControlPlanePki, write_pki
 from tandem.devcluster.processes import free_port, spawn, stop_group, tail
 
@@ -91,7 +91,13 @@ def etcd_argv(assets: Assets, data_dir: Path, client_port: int, peer_port: int) 
 
 
 def apiserver_argv(
-    assets: Assets, pki: ControlPlanePki, etcd_port: int, port: int, token_file: Path, cert_dir: Path
+    assets: Assets,
+    pki: ControlPlanePki,
+    etcd_port: int,
+    port: int,
+    token_file: Path,
+    cert_dir: Path,
+    service_cidr: str,
 ) -> list[str]:
     return [
         str(assets.kube_apiserver),
@@ -118,7 +124,7 @@ def apiserver_argv(
         "--service-account-signing-key-file",
         str(pki.service_account_key),
         "--service-cluster-ip-range",
-        SERVICE_CIDR,
+        service_cidr,
         "--authorization-mode",
         "RBAC",
         "--allow-privileged=true",
@@ -183,12 +189,15 @@ async def _start(
 
 
 @asynccontextmanager
-async def control_plane(assets: Assets, directory: Path) -> AsyncIterator[ControlPlaneAccess]:
-    """Run etcd, kube-apiserver and kube-controller-manager with their state in ``directory``."""
+async def control_plane(
+    assets: Assets, directory: Path, slot: NetworkSlot
+) -> AsyncIterator[ControlPlaneAccess]:
+    """Run etcd, kube-apiserver and kube-controller-manager with their state in ``directory``,
+    Services in ``slot``'s range."""
     logs = directory / "logs"
     pki = write_pki(
         directory / "pki",
-        ip_addresses=[HOST, KUBERNETES_SERVICE_IP],
+        ip_addresses=[HOST, slot.kubernetes_service_ip],
         dns_names=["localhost", *_KUBERNETES_NAMES, f"kubernetes.default.svc.{CLUSTER_DOMAIN}"],
     )
     token = secrets.token_urlsafe(32)
@@ -209,7 +218,9 @@ async def control_plane(assets: Assets, directory: Path) -> AsyncIterator[Contro
         await _wait_healthy(
             "etcd", etcd, etcd_log, lambda: _get_ok(session, f"http://{HOST}:{etcd_port}/health")
         )
-        apiserver_args = apiserver_argv(assets, pki, etcd_port, api_port, token_file, directory / "certs")
+        apiserver_args = apiserver_argv(
+            assets, pki, etcd_port, api_port, token_file, directory / "certs", slot.service_cidr
+        )
         apiserver, apiserver_log = await _start(stack, "kube-apiserver", apiserver_args, logs)
         await _wait_healthy(
             "kube-apiserver",

@@ -115,12 +115,12 @@ def unmatched_selector(pod: Any, labels: Mapping[str, str]) -> dict[str, str]:
 
 
 class Kubelet:
-    def __init__(self, shape: NodeShape, node: NodeContext) -> None:
+    def __init__(self, shape: NodeShape, node: NodeContext, addresses: PodAddresses) -> None:
         self._shape = shape
         self._node = node
         self._core = node.core
         self._labels = node_labels(shape)
-        self._addresses = PodAddresses()
+        self._addresses = addresses
         self._workers: dict[tuple[str, str], PodWorker] = {}
         self._queue: asyncio.Queue[tuple[tuple[str, str], Any]] = asyncio.Queue()
         self._unschedulable: set[str] = set()

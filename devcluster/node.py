@@ -25,7 +25,7 @@ from tandem.devcluster.dns import HostsFiles
 from tandem.devcluster.errors import DevClusterError
 from tandem.devcluster.informer import Informer
 from tandem.devcluster.kubelet import Kubelet, NodeShape
-from tandem.devcluster.network import HOST_IP
+from tandem.devcluster.network import HOST_IP, NetworkSlot, PodAddresses
 from tandem.devcluster.podworker import NodeContext
 from tandem.devcluster.proxy import ServiceProxy
 from tandem.devcluster.services import Catalog, build_catalog
@@ -126,17 +126,22 @@ async def _service_account_ready(core: Any) -> None:
 
 @asynccontextmanager
 async def node_agent(
-    access: ControlPlaneAccess, directory: Path, settings: NodeSettings
+    access: ControlPlaneAccess, directory: Path, settings: NodeSettings, slot: NetworkSlot
 ) -> AsyncIterator[None]:
-    """Run the node (kubelet, proxy, DNS) against the control plane; pods' state under ``directory``."""
+    """Run the node (kubelet, proxy, DNS) against the control plane; pods' state under ``directory``,
+    pod IPs from ``slot``."""
     check_runtime()
-    async with api_client(access) as api, _running_node(api, access, directory, settings):
+    async with api_client(access) as api, _running_node(api, access, directory, settings, slot):
         yield
 
 
 @asynccontextmanager
 async def _running_node(
-    api: client.ApiClient, access: ControlPlaneAccess, directory: Path, settings: NodeSettings
+    api: client.ApiClient,
+    access: ControlPlaneAccess,
+    directory: Path,
+    settings: NodeSettings,
+    slot: NetworkSlot,
 ) -> AsyncIterator[None]:
     core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
@@ -164,7 +169,7 @@ async def _running_node(
         hosts=hosts,
         catalog=lambda: feed.catalog,
     )
-    kubelet = Kubelet(NodeShape(settings.name, settings.gpus, settings.labels), node)
+    kubelet = Kubelet(NodeShape(settings.name, settings.gpus, settings.labels), node, PodAddresses(slot))
     services = asyncio.create_task(feed.run(), name="services")
     pods: list[asyncio.Task[None]] = []
     try:

@@ -41,3 +41,4 @@ class ClusterInfo(BaseModel):
     kubeconfig: Path
     ca_cert: Path
     work_dir: Path
+    service_cidr: str

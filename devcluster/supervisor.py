@@ -21,6 +21,7 @@ from pathlib import Path
 from tandem.devcluster.assets import find_assets
 from tandem.devcluster.controlplane import control_plane
 from tandem.devcluster.errors import DevClusterError
+from tandem.devcluster.network import claim_slot
 from tandem.devcluster.node import node_agent
 from tandem.devcluster.processes import kill_children
 from tandem.devcluster.settings import ClusterInfo, DevClusterSettings
@@ -29,21 +30,26 @@ from tandem.devcluster.settings import ClusterInfo, DevClusterSettings
 async def run_cluster(settings: DevClusterSettings, on_ready: Callable[[ClusterInfo], None]) -> None:
     """Start the cluster, report it ready, and run it until cancelled (then stop it all)."""
     assets = find_assets(settings.assets)
-    async with (
-        control_plane(assets, settings.work_dir / "control-plane") as access,
-        node_agent(access, settings.work_dir, settings.node),
-    ):
-        on_ready(
-            ClusterInfo(
-                pid=os.getpid(),
-                server=access.server,
-                token=access.token,
-                kubeconfig=access.kubeconfig,
-                ca_cert=access.ca_cert,
-                work_dir=settings.work_dir,
+    slot, slot_lock = claim_slot()
+    try:
+        async with (
+            control_plane(assets, settings.work_dir / "control-plane", slot) as access,
+            node_agent(access, settings.work_dir, settings.node, slot),
+        ):
+            on_ready(
+                ClusterInfo(
+                    pid=os.getpid(),
+                    server=access.server,
+                    token=access.token,
+                    kubeconfig=access.kubeconfig,
+                    ca_cert=access.ca_cert,
+                    work_dir=settings.work_dir,
+                    service_cidr=slot.service_cidr,
+                )
             )
-        )
-        await asyncio.Event().wait()
+            await asyncio.Event().wait()
+    finally:
+        os.close(slot_lock)
 
 
 async def _serve(

@@ -11,7 +11,9 @@
   return it), else fail the test with ``message``.
 - ``ready_endpoints(api, namespace, service)``: the ``(ip, port)`` pairs a Service's EndpointSlices
   (``v1``, else ``v1beta1``) list as ready; ``container_pid(pod)``: the local pid behind a
-  devcluster container (its ``containerID`` is ``process://<pid>``).
+  devcluster container (its ``containerID`` is ``process://<pid>``); ``pod_ready``, ``pod_phase``,
+  ``finished_phase`` and ``container_status`` read a ``V1Pod`` without tripping over its optional
+  fields.
 
 Mark tests that use them ``@pytest.mark.cluster``.
 """
@@ -24,7 +26,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import kubernetes.client
 import kubernetes.config
@@ -55,18 +57,26 @@ class ExistingCluster:
         self.kubeconfig = kubeconfig
 
     def api_client(self) -> kubernetes.client.ApiClient:
-        return kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
+        configuration = kubernetes.client.Configuration()
+        # kubernetes.config has no type annotations.
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(self.kubeconfig), client_configuration=configuration
+        )
+        return kubernetes.client.ApiClient(configuration)
 
     def pod_logs(self, namespace: str, name: str, container: str | None = None) -> str:
         with self.api_client() as api:
             core = kubernetes.client.CoreV1Api(api)
             pod = core.read_namespaced_pod(name, namespace)
-            names = [container] if container else [c.name for c in pod.spec.containers]
+            names = [container] if container else [c.name for c in pod.spec.containers] if pod.spec else []
             return "".join(core.read_namespaced_pod_log(name, namespace, container=n) for n in names)
 
 
 def wait_for(
-    predicate: Callable[[], _T], timeout: float = 30.0, interval: float = 0.2, message: str = "condition"
+    predicate: Callable[[], _T | None],
+    timeout: float = 30.0,
+    interval: float = 0.2,
+    message: str = "condition",
 ) -> _T:
     """Poll ``predicate`` until it returns something truthy; fail with ``message`` after ``timeout``
     seconds. API errors (a 404 before an object exists) count as "not yet"; the last one is shown."""
@@ -89,7 +99,7 @@ def ready_endpoints(api: kubernetes.client.ApiClient, namespace: str, service: s
     """The ready (address, port) pairs of ``service``'s EndpointSlices."""
     groups = kubernetes.client.ApisApi(api).get_api_versions().groups
     served = {v.version for g in groups if g.name == "discovery.k8s.io" for v in g.versions}
-    slices = kubernetes.client.CustomObjectsApi(api).list_namespaced_custom_object(
+    slices: Any = kubernetes.client.CustomObjectsApi(api).list_namespaced_custom_object(
         "discovery.k8s.io",
         "v1" if "v1" in served else "v1beta1",
         namespace,
@@ -105,13 +115,39 @@ def ready_endpoints(api: kubernetes.client.ApiClient, namespace: str, service: s
     return found
 
 
+def pod_phase(pod: kubernetes.client.V1Pod) -> str:
+    """The pod's phase ("" before it has one)."""
+    return (pod.status.phase if pod.status else None) or ""
+
+
+def finished_phase(pod: kubernetes.client.V1Pod) -> str | None:
+    """``Succeeded`` or ``Failed`` once the pod has ended, else None."""
+    phase = pod_phase(pod)
+    return phase if phase in ("Succeeded", "Failed") else None
+
+
+def pod_ready(pod: kubernetes.client.V1Pod) -> bool:
+    """Whether the pod's Ready condition is True."""
+    conditions = (pod.status.conditions if pod.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def container_status(
+    pod: kubernetes.client.V1Pod, container: str | None = None
+) -> kubernetes.client.V1ContainerStatus | None:
+    """The status of ``container`` (default: the first), once the kubelet reported one."""
+    statuses = (pod.status.container_statuses if pod.status else None) or []
+    return next((s for s in statuses if container is None or s.name == container), None)
+
+
 def container_pid(pod: kubernetes.client.V1Pod, container: str | None = None) -> int:
     """The pid of a devcluster container's process (from ``containerID: process://<pid>``)."""
-    statuses = pod.status.container_statuses or []
-    status = next(s for s in statuses if container is None or s.name == container)
+    status = container_status(pod, container)
+    if status is None:
+        raise ValueError(f"no status for container {container or '(first)'} yet")
     scheme, _, pid = (status.container_id or "").partition("://")
     if scheme != "process":
-        raise ValueError(f"container {status.name} of pod {pod.metadata.name} is not a devcluster process")
+        raise ValueError(f"container {status.name} is not a devcluster process ({status.container_id})")
     return int(pid)
 
 
@@ -161,7 +197,11 @@ def namespace_name(test_name: str) -> str:
 def namespace(request: pytest.FixtureRequest, kube_api: kubernetes.client.ApiClient) -> Iterator[str]:
     core = kubernetes.client.CoreV1Api(kube_api)
     name = namespace_name(request.node.name)
-    core.create_namespace({"metadata": {"name": name, "labels": {"tandem.dev/test": "true"}}})
+    core.create_namespace(
+        kubernetes.client.V1Namespace(
+            metadata=kubernetes.client.V1ObjectMeta(name=name, labels={"tandem.dev/test": "true"})
+        )
+    )
 
     # Clusters before 1.24 admit pods only once the account's token Secret exists.
     version = kubernetes.client.VersionApi(kube_api).get_code()

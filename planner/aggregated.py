@@ -29,8 +29,8 @@ from tandem.planner.sizing import (
     Sized,
     best,
     largest_true,
-    littles_law_sequences,
     replicas_for,
+    sequences_in_flight,
 )
 
 # Largest prefill chunk considered (vLLM's long-prefill budgets stay well below).
@@ -64,6 +64,7 @@ class _Replica:
     def __init__(self, model: ModelShape, layout: Layout, demand: Demand) -> None:
         self.layout, self.demand = layout, demand
         self.cost = layout.cost(model)
+        self._operating: dict[int, _Operating] = {}
 
     def step(self, batch: float, chunk: float) -> float:
         return self.cost.step_ms(
@@ -78,6 +79,12 @@ class _Replica:
         return max(0, largest_true(lambda k: self.step(batch, k) <= self.demand.itl_ms, 1, MAX_CHUNK))
 
     def operating(self, batch: int) -> _Operating:
+        """The rates at `batch` (the search asks for some batches twice: computed once)."""
+        if batch not in self._operating:
+            self._operating[batch] = self._rates(batch)
+        return self._operating[batch]
+
+    def _rates(self, batch: int) -> _Operating:
         demand, pp = self.demand, self.layout.pp
         chunk = self.largest_chunk(batch)
         average_step = self.step(batch, self.steady_chunk(batch, chunk))
@@ -136,15 +143,15 @@ def _aggregated_on(model: ModelShape, layout: Layout, demand: Demand, pins: Role
 def _sized(replica: _Replica, chosen: _Operating, replicas: int, capacity: int) -> Sized:
     demand, layout = replica.demand, replica.layout
     pp, chunk = layout.pp, chosen.chunk
-    load = demand.per_ms(demand.rps / replicas)
     max_sequences = pp * chosen.batch
 
-    def in_flight(n: float) -> float:
-        batch = n / pp
-        return load * demand.output_tokens * replica.step(batch, replica.steady_chunk(batch, chunk))
+    def step(sequences: float) -> float:
+        batch = sequences / pp
+        return replica.step(batch, replica.steady_chunk(batch, chunk))
 
-    sequences = littles_law_sequences(in_flight, max_sequences)
-    peak_batch = max(min(max_sequences, sequences + demand.z * math.sqrt(sequences)) / pp, 1.0)
+    sequences, peak = sequences_in_flight(demand, replicas, max_sequences, step)
+    peak_batch = max(peak / pp, 1.0)
+    load = demand.per_ms(demand.rps / replicas)
     rho = load * chosen.mean_service_ms
     # At the percentile a step carries a full chunk if prefill work is pending that often.
     full = rho > 1 - demand.percentile / 100

@@ -250,12 +250,18 @@ def kv_transfer_streams(model: ModelShape, prefill_tp: int, decode_tp: int) -> i
     return 1 if model.is_mla else min(prefill_tp, decode_tp)
 
 
+def kv_transfer_ms_per_token(
+    model: ModelShape, network_gbps: float, calibration: Calibration, streams: int = 1
+) -> float:
+    """The bandwidth part of a KV handoff, per prompt token."""
+    bytes_per_ms = network_gbps * 1e9 / 8 / 1e3
+    return model.kv_bytes_per_token() / (streams * bytes_per_ms * calibration.kv_transfer_eff)
+
+
 def kv_transfer_ms(
     model: ModelShape, tokens: float, network_gbps: float, calibration: Calibration, streams: int = 1
 ) -> float:
     """Time to move the KV cache of `tokens` tokens from a prefill to a decode replica over links of
     `network_gbps` Gbit/s, `streams` of them in parallel."""
-    bytes_per_ms = network_gbps * 1e9 / 8 / 1e3
-    return calibration.kv_transfer_latency_ms + tokens * model.kv_bytes_per_token() / (
-        streams * bytes_per_ms * calibration.kv_transfer_eff
-    )
+    per_token = kv_transfer_ms_per_token(model, network_gbps, calibration, streams)
+    return calibration.kv_transfer_latency_ms + tokens * per_token

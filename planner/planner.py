@@ -5,14 +5,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from tandem.api import DisaggregationMode, InferencePoolSpec
-from tandem.planner import cost
 from tandem.planner.aggregated import size_aggregated
 from tandem.planner.calibration import Calibration, load_calibration
 from tandem.planner.catalog import Catalog, load_catalog
 from tandem.planner.demand import Demand
+from tandem.planner.handoff import Handoff
 from tandem.planner.hf_config import shape_from_hf_config
 from tandem.planner.layouts import Layout, candidate_layouts
 from tandem.planner.model import ModelShape, shape_from_architecture
@@ -46,69 +46,9 @@ def plan(request: PlanRequest, catalog: Catalog | None = None) -> Plan:
     model = resolve_model(request, catalog)
     demand = Demand.from_spec(request.workload, request.slo)
     calibrations = _calibrations(request, catalog)
-    context_limit = request.max_model_len or model.max_context_tokens
-    too_long = (
-        f"requests of {demand.prompt.mean:.0f} + {demand.output_tokens:.0f} tokens exceed the "
-        f"{context_limit}-token context of {model.name}"
-        if context_limit and demand.prompt.mean + demand.output_tokens > context_limit
-        else None
-    )
-
-    def layouts(gpu_names: Sequence[str], pins: RolePins) -> tuple[list[Layout], str | None]:
-        found: list[Layout] = []
-        reasons: list[str] = []
-        for name in gpu_names:
-            gpu = catalog.gpu(name)
-            more, reason = candidate_layouts(
-                model, gpu, calibrations[gpu.name], request.gpus_per_node, pins, demand.longest_request
-            )
-            found += more
-            reasons += [reason] if reason else []
-        return found, None if found else "; ".join(reasons)
-
-    decode_layouts, decode_unfit = layouts(request.decode_gpus, request.decode)
-    prefill_layouts, prefill_unfit = layouts(request.prefill_gpus, request.prefill)
-    decode = (
-        Failure(decode_unfit) if decode_unfit else size_decode(model, decode_layouts, demand, request.decode)
-    )
-
-    def handoff_gbps(prefill_layout: Layout) -> float:
-        if request.kv_link_gbps is not None:
-            return request.kv_link_gbps
-        decode_gpu = decode.layout.gpu if isinstance(decode, Sized) else prefill_layout.gpu
-        return min(prefill_layout.gpu.network_gbps, decode_gpu.network_gbps)
-
-    def after_prefill_ms(layout: Layout, tokens: int) -> float:
-        decode_tp = decode.layout.tp if isinstance(decode, Sized) else layout.tp
-        streams = cost.kv_transfer_streams(model, layout.tp, decode_tp)
-        # The first token comes from a decode step; at a full batch it is slowest, and that bound does
-        # not move with the load (so more load never buys a cheaper prefill pool).
-        first_step = decode.full_step_ms if isinstance(decode, Sized) else 0.0
-        return (
-            cost.kv_transfer_ms(model, tokens, handoff_gbps(layout), layout.calibration, streams) + first_step
-        )
-
-    prefill = (
-        Failure(prefill_unfit)
-        if prefill_unfit
-        else size_prefill(model, prefill_layouts, demand, request.prefill, after_prefill_ms)
-    )
-    aggregated = (
-        Failure(decode_unfit)
-        if decode_unfit
-        else size_aggregated(model, decode_layouts, demand, request.decode)
-    )
-    if too_long:
-        prefill = decode = aggregated = Failure(too_long)
-
-    def handoff_ms_per_token(p: Layout, d: Layout) -> float:
-        streams = cost.kv_transfer_streams(model, p.tp, d.tp)
-        return (
-            cost.kv_transfer_ms(model, 1, handoff_gbps(p), p.calibration, streams)
-            - p.calibration.kv_transfer_latency_ms
-        )
-
-    disaggregated = _disaggregated(model, prefill, decode, request, demand, handoff_ms_per_token)
+    prefill, decode, aggregated = _size_roles(request, catalog, model, demand, calibrations)
+    handoff = Handoff(model, decode, request.kv_link_gbps)
+    disaggregated = _disaggregated(model, prefill, decode, request, demand, handoff)
     aggregate = _aggregated(model, aggregated, request, demand)
     recommended = _recommend(disaggregated, aggregate)
     deployment = _deployment(request, recommended)
@@ -121,11 +61,9 @@ def plan(request: PlanRequest, catalog: Catalog | None = None) -> Plan:
         )
     threshold = None
     if deployment == "Disaggregated" and isinstance(prefill, Sized) and isinstance(decode, Sized):
-        threshold = (
-            request.prompt_tokens_threshold
-            if request.prompt_tokens_threshold is not None
-            else prompt_tokens_threshold(model, prefill, decode, demand, handoff_gbps(prefill.layout))
-        )
+        threshold = request.prompt_tokens_threshold
+        if threshold is None:
+            threshold = prompt_tokens_threshold(model, prefill, decode, demand, handoff.transfer_ms)
     deployed_prefill = chosen.prefill
     if deployment == "Aggregated":
         # The prefill role stays in the plan with no replicas, shaped as it would be deployed.
@@ -157,6 +95,49 @@ def plan(request: PlanRequest, catalog: Catalog | None = None) -> Plan:
     )
 
 
+def _size_roles(
+    request: PlanRequest,
+    catalog: Catalog,
+    model: ModelShape,
+    demand: Demand,
+    calibrations: dict[str, Calibration],
+) -> tuple[Outcome, Outcome, Outcome]:
+    """Prefill, decode and aggregated replicas, each sized on its best layout (or why not)."""
+    limit = request.max_model_len or model.max_context_tokens
+    if limit and demand.prompt.mean + demand.output_tokens > limit:
+        too_long = Failure(
+            f"requests of {demand.prompt.mean:.0f} + {demand.output_tokens:.0f} tokens exceed the "
+            f"{limit}-token context of {model.name}"
+        )
+        return too_long, too_long, too_long
+
+    def layouts(gpu_names: Sequence[str], pins: RolePins) -> list[Layout] | Failure:
+        found: list[Layout] = []
+        reasons: list[str] = []
+        for name in gpu_names:
+            gpu = catalog.gpu(name)
+            more, reason = candidate_layouts(
+                model, gpu, calibrations[gpu.name], request.gpus_per_node, pins, demand.longest_request
+            )
+            found += more
+            reasons += [reason] if reason else []
+        return found or Failure("; ".join(reasons))
+
+    decode_layouts = layouts(request.decode_gpus, request.decode)
+    prefill_layouts = layouts(request.prefill_gpus, request.prefill)
+    if isinstance(decode_layouts, Failure):
+        decode: Outcome = decode_layouts
+        aggregated: Outcome = decode_layouts
+    else:
+        decode = size_decode(model, decode_layouts, demand, request.decode)
+        aggregated = size_aggregated(model, decode_layouts, demand, request.decode)
+    if isinstance(prefill_layouts, Failure):
+        return prefill_layouts, decode, aggregated
+    handoff = Handoff(model, decode, request.kv_link_gbps)
+    prefill = size_prefill(model, prefill_layouts, demand, request.prefill, handoff.after_prefill_ms)
+    return prefill, decode, aggregated
+
+
 def _calibrations(request: PlanRequest, catalog: Catalog) -> dict[str, Calibration]:
     names = {catalog.gpu(n).name for n in (*request.prefill_gpus, *request.decode_gpus)}
     return {
@@ -171,19 +152,17 @@ def _disaggregated(
     decode: Outcome,
     request: PlanRequest,
     demand: Demand,
-    handoff_ms_per_token: Callable[[Layout, Layout], float],
+    handoff: Handoff,
 ) -> DeploymentPlan:
     prefill_plan = decode_plan = None
+    # Both roles carry the handoff's cost per token (from the prefill layout, or the decode one
+    # when prefill could not be sized).
+    sized = [o.layout for o in (prefill, decode) if isinstance(o, Sized)]
+    per_token = handoff.ms_per_token(sized[0]) if sized else 0.0
     if isinstance(prefill, Sized):
-        peer = decode.layout if isinstance(decode, Sized) else prefill.layout
-        prefill_plan = role_plan(
-            model, prefill, "prefill", request.prefill, demand, handoff_ms_per_token(prefill.layout, peer)
-        )
+        prefill_plan = role_plan(model, prefill, "prefill", request.prefill, demand, per_token)
     if isinstance(decode, Sized):
-        peer = prefill.layout if isinstance(prefill, Sized) else decode.layout
-        decode_plan = role_plan(
-            model, decode, "decode", request.decode, demand, handoff_ms_per_token(peer, decode.layout)
-        )
+        decode_plan = role_plan(model, decode, "decode", request.decode, demand, per_token)
     reasons = [
         f"{name}: {o.reason}"
         for name, o in (("prefill", prefill), ("decode", decode))

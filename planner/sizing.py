@@ -58,7 +58,8 @@ class Sized:
 
 @dataclass(frozen=True)
 class Failure:
-    """Why a layout cannot serve the role; `floor_ms` orders latency failures (lowest first)."""
+    """Why a layout cannot serve the role; `floor_ms`, the latency it cannot go below, ranks
+    failures (the nearest miss is reported)."""
 
     reason: str
     floor_ms: float = math.inf
@@ -88,7 +89,9 @@ def replicas_for(demand: Demand, replica_rps: float, pins: RolePins, role: str, 
     if pins.replicas * replica_rps < demand.rps * (1 - 1e-9):
         return Failure(
             f"pinned {pins.replicas} {role} replicas sustain {pins.replicas * replica_rps:.2f} requests/s "
-            f"within {target}, below the {demand.rps:g} requests/s of the workload"
+            f"within {target}, below the {demand.rps:g} requests/s of the workload",
+            # The layout meets the targets; only the pinned count falls short: the nearest miss.
+            0.0,
         )
     return pins.replicas
 
@@ -137,9 +140,7 @@ def _decode_on(model: ModelShape, layout: Layout, demand: Demand, pins: RolePins
     replicas = replicas_for(demand, replica_rps, pins, "decode", f"ITL {demand.itl_ms:g} ms")
     if isinstance(replicas, Failure):
         return replicas
-    load = demand.per_ms(demand.rps / replicas)
-    sequences = littles_law_sequences(lambda n: load * demand.output_tokens * step(n / pp), max_sequences)
-    peak = min(max_sequences, sequences + demand.z * math.sqrt(sequences))
+    sequences, peak = sequences_in_flight(demand, replicas, max_sequences, lambda n: step(n / pp))
     return Sized(
         layout=layout,
         replicas=replicas,
@@ -153,16 +154,24 @@ def _decode_on(model: ModelShape, layout: Layout, demand: Demand, pins: RolePins
     )
 
 
-def littles_law_sequences(in_flight: Callable[[float], float], limit: float) -> float:
-    """The n with n = in_flight(n) (arrival rate x time in decode at n sequences), in [0, limit]."""
+def sequences_in_flight(
+    demand: Demand, replicas: int, limit: int, step_ms: Callable[[float], float]
+) -> tuple[float, float]:
+    """Sequences one replica decodes at the planned load, and that number at the SLO percentile.
+
+    Little's law: n = arrival rate x output tokens x step_ms(n); the step time grows with n, so
+    bisection finds the fixed point in [0, limit]. Arrivals are Poisson, so the count in flight
+    varies by about its square root: the percentile adds z sqrt(n).
+    """
+    load = demand.per_ms(demand.rps / replicas)
     low, high = 0.0, float(limit)
     for _ in range(BISECTION_STEPS):
         mid = (low + high) / 2
-        if in_flight(mid) > mid:
+        if load * demand.output_tokens * step_ms(mid) > mid:
             low = mid
         else:
             high = mid
-    return high
+    return high, min(float(limit), high + demand.z * math.sqrt(high))
 
 
 def size_prefill(

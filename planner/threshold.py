@@ -10,8 +10,10 @@ below it to a decode replica alone.
 
 from __future__ import annotations
 
-from tandem.planner import cost
+from collections.abc import Callable
+
 from tandem.planner.demand import Demand
+from tandem.planner.layouts import Layout
 from tandem.planner.model import ModelShape
 from tandem.planner.sizing import Sized, largest_true
 
@@ -20,13 +22,17 @@ DEFAULT_MAX_PROMPT = 131072
 
 
 def prompt_tokens_threshold(
-    model: ModelShape, prefill: Sized, decode: Sized, demand: Demand, handoff_gbps: float
+    model: ModelShape,
+    prefill: Sized,
+    decode: Sized,
+    demand: Demand,
+    transfer_ms: Callable[[Layout, int], float],
 ) -> int:
+    """The threshold for these sized roles; `transfer_ms(prefill layout, tokens)` times a handoff."""
     d, p = decode.layout, prefill.layout
     decode_replica, prefill_replica = d.cost(model), p.cost(model)
     batch = max(decode.operating_sequences / d.pp, 1.0)
     context = demand.decode_context
-    streams = cost.kv_transfer_streams(model, p.tp, d.tp)
     first_token = decode_replica.step_ms(batch, context)
 
     def local_ms(tokens: int) -> float:
@@ -34,10 +40,7 @@ def prompt_tokens_threshold(
 
     def remote_ms(tokens: int) -> float:
         return (
-            prefill.mean_wait_ms
-            + prefill_replica.prefill_ms([tokens])
-            + cost.kv_transfer_ms(model, tokens, handoff_gbps, p.calibration, streams)
-            + first_token
+            prefill.mean_wait_ms + prefill_replica.prefill_ms([tokens]) + transfer_ms(p, tokens) + first_token
         )
 
     limit = model.max_context_tokens or DEFAULT_MAX_PROMPT

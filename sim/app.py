@@ -20,7 +20,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -34,7 +34,7 @@ from starlette.types import ASGIApp
 
 from tandem.sim.connector import EngineRequest, KVConnector, NoConnector, RequestError
 from tandem.sim.engine import Engine, RequestStream
-from tandem.sim.event_stream import DropConnectionError, EventStream
+from tandem.sim.event_stream import DropConnectionError, EventStream, until_client_leaves
 from tandem.sim.faults import Faults, FaultState
 from tandem.sim.lmcache_connector import LMCacheReceiver, LMCacheSender
 from tandem.sim.metrics import SimMetrics
@@ -81,9 +81,14 @@ class Sim:
     metrics: SimMetrics
     faults: FaultState
     engine: Engine
+    engine_loop: asyncio.Task[None]
     started: int
     ids: itertools.count[int]
-    prompt_details: bool
+
+    @property
+    def healthy(self) -> bool:
+        """False when faults say so, or when the engine loop died (vLLM's EngineDeadError)."""
+        return not self.faults.faults.unhealthy and not self.engine_loop.done()
 
     def model_name(self, requested: str | None) -> str:
         names = self.settings.model_names
@@ -106,28 +111,6 @@ async def _parse(request: Request, model: type[_Body]) -> _Body:
         raise bad_request(exc) from exc
 
 
-async def _unless_client_leaves(request: Request, work: Awaitable[Any], on_leave: Callable[[], None]) -> Any:
-    """Await ``work``; if the client disconnects first, cancel it and call ``on_leave``."""
-    doing = asyncio.ensure_future(work)
-
-    async def client_left() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watching = asyncio.ensure_future(client_left())
-    try:
-        await asyncio.wait((doing, watching), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watching.cancel()
-        if not doing.done():
-            doing.cancel()
-            on_leave()
-        await asyncio.gather(watching, return_exceptions=True)
-    if doing.cancelled():
-        raise ApiError(499, "the client closed the request")
-    return doing.result()
-
-
 async def _enforce_faults(sim: Sim, request: Request) -> None:
     faults = sim.faults
     if faults.draw_failure():
@@ -135,7 +118,7 @@ async def _enforce_faults(sim: Sim, request: Request) -> None:
         raise ApiError(faults.faults.error_status, "injected fault: the request failed")
     if faults.faults.delay_ms or faults.faults.hang:
         sim.metrics.faults_injected.labels(fault="delay" if not faults.faults.hang else "hang").inc()
-        await _unless_client_leaves(request, faults.hold(), lambda: None)
+        await until_client_leaves(request.receive, faults.hold(), lambda: None)
 
 
 async def _chunks(
@@ -173,15 +156,16 @@ async def _faulty(sim: Sim, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes
 
 
 def _usage(sim: Sim, stream: RequestStream) -> dict[str, Any]:
-    cached = stream.cached_tokens if sim.prompt_details else None
+    cached = stream.cached_tokens if sim.settings.prompt_tokens_details else None
     return usage(stream.prompt_tokens, stream.num_generated, cached)
 
 
 async def _generate(request: Request, kind: Kind) -> ASGIApp:
     sim = _sim(request)
-    if sim.faults.faults.unhealthy:
-        sim.metrics.faults_injected.labels(fault="unhealthy").inc()
-        raise ApiError(503, "the engine is unhealthy (injected fault)")
+    if not sim.healthy:
+        if sim.faults.faults.unhealthy:
+            sim.metrics.faults_injected.labels(fault="unhealthy").inc()
+        raise ApiError(503, "the engine is unhealthy")
     body: CompletionRequest | ChatCompletionRequest = await _parse(
         request, CompletionRequest if kind == "completion" else ChatCompletionRequest
     )
@@ -207,7 +191,7 @@ async def _generate(request: Request, kind: Kind) -> ASGIApp:
     if body.stream:
         writer = ChunkWriter(kind, response_id=response_id, created=created, model=model)
         return EventStream(_faulty(sim, _chunks(sim, stream, writer, body.include_usage)), abort)
-    text = await _unless_client_leaves(request, stream.text(), abort)
+    text = await until_client_leaves(request.receive, stream.text(), abort)
     assert stream.finish_reason is not None
     payload = response_body(
         kind,
@@ -262,7 +246,7 @@ async def models(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    return Response(status_code=503 if _sim(request).faults.faults.unhealthy else 200)
+    return Response(status_code=200 if _sim(request).healthy else 503)
 
 
 async def metrics(request: Request) -> Response:
@@ -281,14 +265,18 @@ async def faults(request: Request) -> Response:
     return Response(json_bytes(state.current().model_dump()), media_type="application/json")
 
 
+def _report_engine_death(loop: asyncio.Task[None]) -> None:
+    if not loop.cancelled() and loop.exception() is not None:
+        log.error("the engine loop died: the engine is unhealthy", exc_info=loop.exception())
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return Response(json_bytes(exc.body()), status_code=exc.status, media_type="application/json")
 
 
-def create_app(settings: SimSettings, *, prompt_tokens_details: bool = False) -> Starlette:
-    """The ASGI app of one simulated engine (``prompt_tokens_details``: vLLM's
-    ``--enable-prompt-tokens-details``, report cached prompt tokens in ``usage``)."""
+def create_app(settings: SimSettings) -> Starlette:
+    """The ASGI app of one simulated engine."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -299,15 +287,9 @@ def create_app(settings: SimSettings, *, prompt_tokens_details: bool = False) ->
         engine = Engine(settings, tokenizer, sim_metrics, connector)
         await connector.start(engine)
         loop = asyncio.create_task(engine.run(), name="engine-loop")
+        loop.add_done_callback(_report_engine_death)
         sim = Sim(
-            settings,
-            tokenizer,
-            sim_metrics,
-            fault_state,
-            engine,
-            int(time.time()),
-            itertools.count(),
-            prompt_tokens_details,
+            settings, tokenizer, sim_metrics, fault_state, engine, loop, int(time.time()), itertools.count()
         )
         app.state.sim = sim
         try:

@@ -218,6 +218,7 @@ def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> SimSetti
             nixl=nixl,
             faults=Faults.model_validate_json(args.faults),
             admin_api=not args.disable_admin_api,
+            prompt_tokens_details=args.enable_prompt_tokens_details,
             keep_alive_s=float(env.get("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "5")),
         )
     except (ValidationError, ValueError, OSError) as exc:
@@ -239,9 +240,7 @@ def _run(args: argparse.Namespace) -> int:
         log.warning("PYTHONHASHSEED is not set: LMCache chunk keys will match no other engine")
     from tandem.sim.server import serve  # uvicorn and the app load only when serving
 
-    return serve(
-        settings, log_level=args.uvicorn_log_level, prompt_tokens_details=args.enable_prompt_tokens_details
-    )
+    return serve(settings, log_level=args.uvicorn_log_level)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -147,6 +147,7 @@ class Engine:
         running = self._requests.pop(request_id, None)
         if running is None:
             return
+        self._connector.request_finished(running.request, "abort")
         self._scheduler.finish(running.seq)
         self._metrics.request_success("abort")
         running.stream.finish("abort", None, None)

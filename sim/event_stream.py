@@ -1,17 +1,22 @@
-"""A server-sent-events response as a plain ASGI callable.
+"""Answers that watch for the client leaving: a server-sent-events response as a plain ASGI
+callable, and :func:`until_client_leaves` for answers computed before they are sent.
 
-It streams the chunks of an async iterator and, like Starlette's ``StreamingResponse``, watches for
-the client leaving, which stops the source and calls ``on_disconnect`` (the engine aborts the
-request). Unlike it, a source may raise :class:`DropConnectionError` to end the response without its
-final empty chunk: the server then drops the connection mid-stream, as a crashing engine would.
+:class:`EventStream` streams the chunks of an async iterator and, like Starlette's
+``StreamingResponse``, watches for the client leaving, which stops the source and calls
+``on_disconnect`` (the engine aborts the request). Unlike it, a source may raise
+:class:`DropConnectionError` to end the response without its final empty chunk: the server then
+drops the connection mid-stream, as a crashing engine would.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.types import Receive, Scope, Send
+
+from tandem.sim.openai_protocol import ApiError
 
 _HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 
@@ -28,7 +33,7 @@ class EventStream:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
         streaming = asyncio.ensure_future(self._stream(send))
-        watching = asyncio.ensure_future(self._client_left(receive))
+        watching = asyncio.ensure_future(_client_left(receive))
         try:
             await asyncio.wait((streaming, watching), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -58,7 +63,24 @@ class EventStream:
             return False
         return True
 
-    @staticmethod
-    async def _client_left(receive: Receive) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
+
+async def _client_left(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def until_client_leaves(receive: Receive, work: Awaitable[Any], on_leave: Callable[[], None]) -> Any:
+    """Await ``work``; if the client disconnects first, cancel it, call ``on_leave`` and raise."""
+    doing = asyncio.ensure_future(work)
+    watching = asyncio.ensure_future(_client_left(receive))
+    try:
+        await asyncio.wait((doing, watching), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watching.cancel()
+        if not doing.done():
+            doing.cancel()
+            on_leave()
+        await asyncio.gather(doing, watching, return_exceptions=True)
+    if doing.cancelled():
+        raise ApiError(499, "the client closed the request")
+    return doing.result()

@@ -197,7 +197,7 @@ class LMCacheSender:
     ) -> None:
         try:
             await self._transfer(spec, rank, keys, tokens, answered)
-        except RpcError as exc:
+        except (RpcError, msgspec.MsgspecError) as exc:
             log.warning(
                 "KV transfer of %s (rank %d) to %s failed: %s", spec.req_id, rank, spec.receiver_host, exc
             )

@@ -89,6 +89,8 @@ class _Sampling(BaseModel):
     def check_unsupported(self) -> None:
         if self.n != 1:
             raise ApiError(400, "the simulator serves n=1 only", "n")
+        if self.stream_options is not None and not self.stream:
+            raise ApiError(400, "Stream options can only be defined when `stream=True`.", "stream_options")
 
 
 class CompletionRequest(_Sampling):

@@ -8,10 +8,10 @@ from tandem.sim.app import create_app
 from tandem.sim.settings import SimSettings
 
 
-def serve(settings: SimSettings, *, log_level: str = "info", prompt_tokens_details: bool = False) -> int:
+def serve(settings: SimSettings, *, log_level: str = "info") -> int:
     """Run until SIGINT/SIGTERM; the exit status (non-zero when startup failed, e.g. a port in use)."""
     config = uvicorn.Config(
-        create_app(settings, prompt_tokens_details=prompt_tokens_details),
+        create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=log_level,

@@ -119,6 +119,7 @@ class SimSettings(BaseModel):
     nixl: NixlSettings = Field(default_factory=NixlSettings)
     faults: Faults = Field(default_factory=Faults)
     admin_api: bool = True
+    prompt_tokens_details: bool = Field(default=False, description="cached prompt tokens in usage")
     keep_alive_s: float = Field(default=5.0, gt=0)
 
     @property

@@ -45,8 +45,10 @@ def test_schema_is_structural() -> None:
         assert "$ref" not in node and "anyOf" not in node and "oneOf" not in node, path
         assert "type" in node or node.get("x-kubernetes-int-or-string"), f"{path} has no type"
         if node.get("type") == "object":
-            assert "properties" in node or "additionalProperties" in node or node.get(
-                "x-kubernetes-preserve-unknown-fields"
+            assert (
+                "properties" in node
+                or "additionalProperties" in node
+                or node.get("x-kubernetes-preserve-unknown-fields")
             ), path
 
 

@@ -14,7 +14,11 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def minimal(**extra: object) -> dict[str, object]:
-    return {"model": {"name": "meta-llama/Llama-3.1-8B-Instruct"}, "accelerator": {"type": "H100-80GB"}, **extra}
+    return {
+        "model": {"name": "meta-llama/Llama-3.1-8B-Instruct"},
+        "accelerator": {"type": "H100-80GB"},
+        **extra,
+    }
 
 
 def test_minimal_spec_gets_defaults() -> None:

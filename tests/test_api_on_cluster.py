@@ -40,7 +40,9 @@ def test_example_applies_with_kubectl_and_reads_back(
     name = yaml.safe_load(example.read_text())["metadata"]["name"]
     fetched = kubectl(devcluster, "get", f"{PLURAL}.{GROUP}", name, "-n", namespace, "-o", "json")
     assert fetched.returncode == 0, fetched.stderr
-    pool = InferencePool.model_validate({k: v for k, v in json.loads(fetched.stdout).items() if k != "status"})
+    pool = InferencePool.model_validate(
+        {k: v for k, v in json.loads(fetched.stdout).items() if k != "status"}
+    )
     original = InferencePool.model_validate(yaml.safe_load(example.read_text()))
     assert pool.spec == original.spec  # server defaults equal the models' defaults
 
@@ -56,7 +58,10 @@ def test_short_name_lists_pools(devcluster: Any, inferencepool_crd: Any, namespa
 @pytest.mark.parametrize(
     ("patch", "expected"),
     [
-        ({"disaggregation": {"mode": "Sometimes"}}, 'spec.disaggregation.mode: Unsupported value: "Sometimes"'),
+        (
+            {"disaggregation": {"mode": "Sometimes"}},
+            'spec.disaggregation.mode: Unsupported value: "Sometimes"',
+        ),
         ({"prefill": {"replicas": -1}}, "spec.prefill.replicas: Invalid value: -1"),
         ({"model": None}, "spec.model: Required value"),
     ],

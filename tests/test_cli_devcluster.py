@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
 from tandem.devcluster.assets import ASSETS_ENV, missing_programs
 from tandem.devcluster.cluster import read_line
+from tandem.devcluster.testing import ExistingCluster
 
 pytestmark = [
     pytest.mark.cluster,
@@ -52,8 +53,10 @@ def wait_until_gone(text: str, timeout: float) -> list[int]:
 def test_up_serves_a_cluster_until_down_stops_it_all(tmp_path: Path) -> None:
     state_dir, work_dir, kubeconfig = tmp_path / "state", tmp_path / "work", tmp_path / "kubeconfig"
     up = subprocess.Popen(
-        [*TANDEM, "devcluster", "up", "--state-dir", str(state_dir), "--work-dir", str(work_dir)]
-        + ["--kubeconfig-out", str(kubeconfig), "--node-label", "tandem.dev/pool=test"],
+        [
+            *(*TANDEM, "devcluster", "up", "--state-dir", str(state_dir), "--work-dir", str(work_dir)),
+            *("--kubeconfig-out", str(kubeconfig), "--node-label", "tandem.dev/pool=test"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -61,16 +64,20 @@ def test_up_serves_a_cluster_until_down_stops_it_all(tmp_path: Path) -> None:
         assert up.stdout is not None
         printed = read_line(up.stdout.fileno(), timeout=120).decode().strip()
         assert printed == str(kubeconfig), up.stderr.read().decode() if up.stderr else ""
-        with config.new_client_from_config(config_file=str(kubeconfig)) as api:
+        with ExistingCluster(kubeconfig).api_client() as api:
             [node] = client.CoreV1Api(api).list_node().items
-        assert node.metadata.labels["tandem.dev/pool"] == "test"
+        assert node.metadata is not None and (node.metadata.labels or {})["tandem.dev/pool"] == "test"
         assert processes_mentioning(str(work_dir))
 
-        again = subprocess.run([*TANDEM, "devcluster", "up", "--state-dir", str(state_dir)], capture_output=True, text=True)
+        again = subprocess.run(
+            [*TANDEM, "devcluster", "up", "--state-dir", str(state_dir)], capture_output=True, text=True
+        )
         assert again.returncode == 1
         assert "already running" in again.stderr
 
-        down = subprocess.run([*TANDEM, "devcluster", "down", "--state-dir", str(state_dir)], capture_output=True, timeout=90)
+        down = subprocess.run(
+            [*TANDEM, "devcluster", "down", "--state-dir", str(state_dir)], capture_output=True, timeout=90
+        )
         assert down.returncode == 0
         assert up.wait(timeout=30) == 0
         assert not wait_until_gone(str(work_dir), timeout=10)
@@ -81,7 +88,9 @@ def test_up_serves_a_cluster_until_down_stops_it_all(tmp_path: Path) -> None:
         for stream in (up.stdout, up.stderr):
             if stream is not None:
                 stream.close()
-    nothing = subprocess.run([*TANDEM, "devcluster", "down", "--state-dir", str(state_dir)], capture_output=True, text=True)
+    nothing = subprocess.run(
+        [*TANDEM, "devcluster", "down", "--state-dir", str(state_dir)], capture_output=True, text=True
+    )
     assert nothing.returncode == 0
     assert "no devcluster is running" in nothing.stderr
 

@@ -8,7 +8,7 @@ from typing import Any
 from kubernetes_asyncio.client import V1ObjectMeta, V1Service, V1ServicePort, V1ServiceSpec
 
 from tandem.devcluster.dns import HostsFiles, PodHosts, render_hosts
-from tandem.devcluster.network import PodAddresses
+from tandem.devcluster.network import NetworkSlot, PodAddresses
 from tandem.devcluster.services import build_catalog
 
 APISERVER = ("127.0.0.1", 6443)
@@ -24,7 +24,9 @@ def service(namespace: str, name: str, cluster_ip: str, *ports: tuple[str | None
     )
 
 
-def endpoint_slice(namespace: str, service_name: str, ports: dict[str, int], *endpoints: Any) -> dict[str, Any]:
+def endpoint_slice(
+    namespace: str, service_name: str, ports: dict[str, int], *endpoints: Any
+) -> dict[str, Any]:
     return {
         "metadata": {"namespace": namespace, "labels": {"kubernetes.io/service-name": service_name}},
         "addressType": "IPv4",
@@ -74,7 +76,10 @@ def test_links_cover_own_namespace_only_when_enabled() -> None:
         [],
         APISERVER,
     )
-    assert {link.name for link in catalog.links("serving", include_namespace=True)} == {"kubernetes", "router"}
+    assert {link.name for link in catalog.links("serving", include_namespace=True)} == {
+        "kubernetes",
+        "router",
+    }
     assert {link.name for link in catalog.links("serving", include_namespace=False)} == {"kubernetes"}
 
 
@@ -87,7 +92,11 @@ def test_hosts_name_services_and_headless_endpoints() -> None:
         ],
         [
             endpoint_slice(
-                "serving", "prefill", {"http": 8000}, ("127.0.1.8", True, "prefill-0"), ("127.0.1.9", False, None)
+                "serving",
+                "prefill",
+                {"http": 8000},
+                ("127.0.1.8", True, "prefill-0"),
+                ("127.0.1.9", False, None),
             )
         ],
         APISERVER,
@@ -104,7 +113,12 @@ def test_hosts_name_services_and_headless_endpoints() -> None:
         "router",
     ] in lines
     # Another namespace's Service has no short name here.
-    assert ["127.100.0.7", "cache.elsewhere.svc.cluster.local", "cache.elsewhere.svc", "cache.elsewhere"] in lines
+    assert [
+        "127.100.0.7",
+        "cache.elsewhere.svc.cluster.local",
+        "cache.elsewhere.svc",
+        "cache.elsewhere",
+    ] in lines
     # Headless: the ready endpoints themselves, plus per-hostname names.
     assert [
         "127.0.1.8",
@@ -113,7 +127,11 @@ def test_hosts_name_services_and_headless_endpoints() -> None:
         "prefill.serving",
         "prefill",
     ] in lines
-    assert ["127.0.1.8", "prefill-0.prefill.serving.svc.cluster.local", "prefill-0.prefill.serving.svc"] in lines
+    assert [
+        "127.0.1.8",
+        "prefill-0.prefill.serving.svc.cluster.local",
+        "prefill-0.prefill.serving.svc",
+    ] in lines
     assert not any(line[0] == "127.0.1.9" for line in lines)
 
 
@@ -129,9 +147,9 @@ def test_hosts_files_follow_the_catalog(tmp_path: Path) -> None:
 
 
 def test_pod_addresses_are_unique_and_reused_after_release() -> None:
-    addresses = PodAddresses()
+    addresses = PodAddresses(NetworkSlot(3))
     first, second = addresses.allocate(), addresses.allocate()
-    assert (first, second) == ("127.0.1.1", "127.0.1.2")
+    assert (first, second) == ("127.3.1.1", "127.3.1.2")
     addresses.release(first)
     assert addresses.allocate() == first
     for _ in range(253):

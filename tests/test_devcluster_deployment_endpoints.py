@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
-from typing import Any
 
 import pytest
 from kubernetes import client
@@ -15,7 +14,7 @@ from tandem.devcluster.testing import ready_endpoints, wait_for
 pytestmark = pytest.mark.cluster
 
 
-def http_server_deployment(name: str, replicas: int) -> dict[str, Any]:
+def http_server_deployment(name: str, replicas: int) -> client.V1Deployment:
     container = {
         "name": "web",
         "image": "docker.io/library/python:3.11-slim",
@@ -24,28 +23,31 @@ def http_server_deployment(name: str, replicas: int) -> dict[str, Any]:
         "ports": [{"name": "http", "containerPort": 8080}],
         "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
     }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [container], "terminationGracePeriodSeconds": 5},
+    return client.V1Deployment.model_validate(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [container], "terminationGracePeriodSeconds": 5},
+                },
             },
-        },
-    }
+        }
+    )
 
 
-def service(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name},
-        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
-    }
+def service(name: str) -> client.V1Service:
+    return client.V1Service.model_validate(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "selector": {"app": name},
+                "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+            },
+        }
+    )
 
 
 def answers_http(address: str, port: int) -> bool:
@@ -56,7 +58,9 @@ def answers_http(address: str, port: int) -> bool:
         return False
 
 
-def test_deployment_replicas_become_ready_endpoints_and_scale_down(kube_api: Any, namespace: str) -> None:
+def test_deployment_replicas_become_ready_endpoints_and_scale_down(
+    kube_api: client.ApiClient, namespace: str
+) -> None:
     apps = client.AppsV1Api(kube_api)
     core = client.CoreV1Api(kube_api)
     core.create_namespaced_service(namespace, service("web"))
@@ -66,21 +70,15 @@ def test_deployment_replicas_become_ready_endpoints_and_scale_down(kube_api: Any
         found = ready_endpoints(kube_api, namespace, "web")
         return found if len(found) == count else None
 
-    three = wait_for(
-        lambda: exactly(3),
-        timeout=60,
-        message="3 ready endpoints of Service web",
-    )
+    three = wait_for(lambda: exactly(3), timeout=60, message="3 ready endpoints of Service web")
     assert {port for _, port in three} == {8080}
     assert len({address for address, _ in three}) == 3
-    assert all(address.startswith("127.0.") for address, _ in three)
+    assert all(address.startswith("127.") for address, _ in three)
     assert all(answers_http(address, port) for address, port in three)
 
-    apps.patch_namespaced_deployment_scale(namespace=namespace, name="web", body={"spec": {"replicas": 1}})
+    apps.patch_namespaced_deployment_scale("web", namespace, {"spec": {"replicas": 1}})
     one = wait_for(
-        lambda: exactly(1),
-        timeout=60,
-        message="1 ready endpoint of Service web after scaling to 1",
+        lambda: exactly(1), timeout=60, message="1 ready endpoint of Service web after scaling to 1"
     )
     assert one < three
     wait_for(

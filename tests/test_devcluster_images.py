@@ -31,14 +31,32 @@ def test_repository_name_ignores_registry_tag_and_digest(image: str, repository:
 
 def test_tandem_image_runs_this_installation() -> None:
     image = "ghcr.io/tandem-dev/tandem:0.1.0"
-    assert run(image, ["tandem", "sim", "--role", "decode"]) == [PYTHON, "-m", "tandem.cli", "sim", "--role", "decode"]
-    assert run(image, ["router", "--port", "80"], has_command=False) == [PYTHON, "-m", "tandem.cli", "router", "--port", "80"]
+    assert run(image, ["tandem", "sim", "--role", "decode"]) == [
+        PYTHON,
+        "-m",
+        "tandem.cli",
+        "sim",
+        "--role",
+        "decode",
+    ]
+    assert run(image, ["router", "--port", "80"], has_command=False) == [
+        PYTHON,
+        "-m",
+        "tandem.cli",
+        "router",
+        "--port",
+        "80",
+    ]
     assert run(image, ["python3", "-m", "tandem.sim"]) == [PYTHON, "-m", "tandem.sim"]
     assert run(image, ["sh", "-c", "exit 0"]) == ["/bin/sh", "-c", "exit 0"]
 
 
 def test_other_images_run_installed_programs() -> None:
-    assert run("python:3.11-slim", ["python3", "-m", "http.server"]) == ["/usr/bin/python3", "-m", "http.server"]
+    assert run("python:3.11-slim", ["python3", "-m", "http.server"]) == [
+        "/usr/bin/python3",
+        "-m",
+        "http.server",
+    ]
 
 
 @pytest.mark.parametrize(

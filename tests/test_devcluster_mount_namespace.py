@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tandem.devcluster.containers import container_argv, write_launch
 from tandem.devcluster.dns import write_atomically
 from tandem.devcluster.launch import ContainerLaunch, MountSpec
 from tandem.devcluster.podinit import EXIT_SETUP_FAILED
@@ -47,18 +48,17 @@ PROGRAM = textwrap.dedent(
 
 
 def host_untouched() -> bool:
-    return not any(Path(path).exists() for path in ("/etc/tandem-mountns-test", "/tandem-mountns-test", "/run/secrets/tandem-mountns-test"))
+    return not any(
+        Path(path).exists()
+        for path in ("/etc/tandem-mountns-test", "/tandem-mountns-test", "/run/secrets/tandem-mountns-test")
+    )
 
 
 def launch_command(launch: ContainerLaunch, directory: Path) -> list[str]:
+    """The command line the kubelet starts a container with."""
     launch_file = directory / "launch.json"
-    launch_file.write_text(launch.model_dump_json())
-    return ["unshare", "--mount", "--uts", "--propagation", "private", "--"] + [
-        sys.executable,
-        "-m",
-        "tandem.devcluster.podinit",
-        str(launch_file),
-    ]
+    write_launch(launch, launch_file)
+    return container_argv(launch_file)
 
 
 def test_volumes_appear_at_missing_paths_without_changing_the_host(tmp_path: Path) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from typing import Any
 
 import pytest
 from kubernetes import client
 
-from tandem.devcluster.testing import ClusterUnderTest, wait_for
+from tandem.devcluster.testing import ClusterUnderTest, finished_phase, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -32,45 +31,42 @@ PROBE_API = textwrap.dedent(
 
 
 def test_in_cluster_client_is_held_to_its_service_account_rbac(
-    kube_api: Any, devcluster: ClusterUnderTest, namespace: str
+    kube_api: client.ApiClient, devcluster: ClusterUnderTest, namespace: str
 ) -> None:
     core = client.CoreV1Api(kube_api)
     rbac = client.RbacAuthorizationV1Api(kube_api)
-    core.create_namespaced_service_account(namespace, {"metadata": {"name": "reader"}})
-    rbac.create_namespaced_role(
-        namespace,
-        {
-            "metadata": {"name": "pod-reader"},
-            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}],
-        },
+    core.create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="reader"))
     )
-    rbac.create_namespaced_role_binding(
-        namespace,
-        {
-            "metadata": {"name": "reader-reads-pods"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
-            "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
-        },
-    )
+    role = {
+        "metadata": {"name": "pod-reader"},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}],
+    }
+    rbac.create_namespaced_role(namespace, client.V1Role.model_validate(role))
+    binding = {
+        "metadata": {"name": "reader-reads-pods"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
+    }
+    rbac.create_namespaced_role_binding(namespace, client.V1RoleBinding.model_validate(binding))
     wait_for(
         lambda: core.read_namespaced_service_account("reader", namespace).secrets,
         message="the reader ServiceAccount's token Secret",
     )
     manifest = {
-        "apiVersion": "v1",
-        "kind": "Pod",
         "metadata": {"name": "api-probe"},
         "spec": {
             "serviceAccountName": "reader",
             "restartPolicy": "Never",
-            "containers": [{"name": "probe", "image": "python:3.11", "command": [sys.executable, "-c", PROBE_API]}],
+            "containers": [
+                {"name": "probe", "image": "python:3.11", "command": [sys.executable, "-c", PROBE_API]}
+            ],
         },
     }
-    core.create_namespaced_pod(namespace, manifest)
+    core.create_namespaced_pod(namespace, client.V1Pod.model_validate(manifest))
 
     phase = wait_for(
-        lambda: (p := core.read_namespaced_pod("api-probe", namespace).status.phase) in ("Succeeded", "Failed")
-        and p,
+        lambda: finished_phase(core.read_namespaced_pod("api-probe", namespace)),
         timeout=60,
         message="the api-probe pod to finish",
     )

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tandem.devcluster.testing import ClusterUnderTest, wait_for
+from tandem.devcluster.testing import ClusterUnderTest, finished_phase, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -61,65 +61,67 @@ HOSTNAME_SERVER = textwrap.dedent(
 )
 
 
-def backend_deployment() -> dict[str, Any]:
+def backend_deployment() -> client.V1Deployment:
     container = {
         "name": "server",
         "image": "python:3.11",
         "command": [sys.executable, "-c", HOSTNAME_SERVER],
         "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
     }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "backend"},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "backend"}},
-            "template": {"metadata": {"labels": {"app": "backend"}}, "spec": {"containers": [container]}},
-        },
-    }
+    return client.V1Deployment.model_validate(
+        {
+            "metadata": {"name": "backend"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "backend"}},
+                "template": {"metadata": {"labels": {"app": "backend"}}, "spec": {"containers": [container]}},
+            },
+        }
+    )
 
 
-def service(name: str, port: int, headless: bool = False) -> dict[str, Any]:
+def service(name: str, port: int, headless: bool = False) -> client.V1Service:
     spec: dict[str, Any] = {"selector": {"app": "backend"}, "ports": [{"port": port, "targetPort": 8080}]}
     if headless:
         spec["clusterIP"] = "None"
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec}
+    return client.V1Service.model_validate({"metadata": {"name": name}, "spec": spec})
 
 
 def test_running_pod_reaches_services_by_name_in_turns(
-    kube_api: Any, devcluster: ClusterUnderTest, namespace: str
+    kube_api: client.ApiClient, devcluster: ClusterUnderTest, namespace: str
 ) -> None:
     core = client.CoreV1Api(kube_api)
     urls = [f"http://backend.{namespace}.svc.cluster.local/", "http://backend/"]
     fetcher = {
-        "apiVersion": "v1",
-        "kind": "Pod",
         "metadata": {"name": "fetcher"},
         "spec": {
             "restartPolicy": "Never",
             "containers": [
-                {"name": "fetch", "image": "python:3.11", "command": [sys.executable, "-c", FETCH, *urls, "direct"]}
+                {
+                    "name": "fetch",
+                    "image": "python:3.11",
+                    "command": [sys.executable, "-c", FETCH, *urls, "direct"],
+                }
             ],
         },
     }
     # The client starts first: the names must appear in its /etc/hosts while it runs.
-    core.create_namespaced_pod(namespace, fetcher)
+    core.create_namespaced_pod(namespace, client.V1Pod.model_validate(fetcher))
     client.AppsV1Api(kube_api).create_namespaced_deployment(namespace, backend_deployment())
     core.create_namespaced_service(namespace, service("backend", 80))
     core.create_namespaced_service(namespace, service("direct", 8080, headless=True))
 
     phase = wait_for(
-        lambda: (p := core.read_namespaced_pod("fetcher", namespace).status.phase) in ("Succeeded", "Failed") and p,
+        lambda: finished_phase(core.read_namespaced_pod("fetcher", namespace)),
         timeout=60,
         message="the fetcher pod to finish",
     )
     logs = devcluster.pod_logs(namespace, "fetcher")
     assert phase == "Succeeded", logs
     backends = core.list_namespaced_pod(namespace, label_selector="app=backend").items
-    names = sorted(pod.metadata.name for pod in backends)
+    names = sorted(pod.metadata.name or "" for pod in backends if pod.metadata)
     for url in urls:
         [line] = [line for line in logs.splitlines() if line.startswith(url)]
         assert sorted(line.split("answered by ")[1].split()) == names  # one answer from each, in turn
-    pod_ips = " ".join(sorted(pod.status.pod_ip for pod in backends))
+    pod_ips = " ".join(sorted(pod.status.pod_ip or "" for pod in backends if pod.status))
     assert f"direct resolves to {pod_ips}" in logs

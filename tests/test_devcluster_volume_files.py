@@ -12,7 +12,10 @@ from tandem.devcluster.volumes import VolumeError, key_files, write_atomically
 
 def test_all_keys_or_the_selected_items() -> None:
     data = {"a": b"1", "b": b"2"}
-    assert key_files("configmap", "cfg", data, None, 0o644, optional=False) == {"a": (b"1", 0o644), "b": (b"2", 0o644)}
+    assert key_files("configmap", "cfg", data, None, 0o644, optional=False) == {
+        "a": (b"1", 0o644),
+        "b": (b"2", 0o644),
+    }
     items = [V1KeyToPath(key="b", path="conf/b.yaml", mode=0o600)]
     assert key_files("configmap", "cfg", data, items, 0o644, optional=False) == {"conf/b.yaml": (b"2", 0o600)}
 

@@ -4,15 +4,13 @@ parent folders, without changing the host), and its environment as Kubernetes bu
 from __future__ import annotations
 
 import base64
-import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client
 
-from tandem.devcluster.testing import ClusterUnderTest, wait_for
+from tandem.devcluster.testing import ClusterUnderTest, finished_phase, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -37,16 +35,18 @@ HOST_PATHS = ("/etc/lmcache", "/opt/tandem-devcluster-test", "/models/tandem-dev
 
 
 def test_container_sees_volumes_and_environment(
-    kube_api: Any, devcluster: ClusterUnderTest, namespace: str
+    kube_api: client.ApiClient, devcluster: ClusterUnderTest, namespace: str
 ) -> None:
     if any(Path(path).exists() for path in HOST_PATHS):
         pytest.skip("this machine already has one of the test's mount paths")
     core = client.CoreV1Api(kube_api)
+    settings = {"config.yaml": "chunk_size: 256", "mode": "fast"}
     core.create_namespaced_config_map(
-        namespace, {"metadata": {"name": "settings"}, "data": {"config.yaml": "chunk_size: 256", "mode": "fast"}}
+        namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="settings"), data=settings)
     )
+    creds = {"api-key": base64.b64encode(b"s3cret").decode()}
     core.create_namespaced_secret(
-        namespace, {"metadata": {"name": "creds"}, "data": {"api-key": base64.b64encode(b"s3cret").decode()}}
+        namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="creds"), data=creds)
     )
     env = [
         {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}},
@@ -59,8 +59,6 @@ def test_container_sees_volumes_and_environment(
         {"name": "GREETING", "value": "hello $(POD_NAME) in $$(literal)"},
     ]
     manifest = {
-        "apiVersion": "v1",
-        "kind": "Pod",
         "metadata": {"name": "reader"},
         "spec": {
             "restartPolicy": "Never",
@@ -80,7 +78,11 @@ def test_container_sees_volumes_and_environment(
                         {"configMapRef": {"name": "settings"}, "prefix": "PREFIXED_"},
                     ],
                     "volumeMounts": [
-                        {"name": "settings", "mountPath": "/etc/lmcache/config.yaml", "subPath": "config.yaml"},
+                        {
+                            "name": "settings",
+                            "mountPath": "/etc/lmcache/config.yaml",
+                            "subPath": "config.yaml",
+                        },
                         {"name": "settings", "mountPath": "/opt/tandem-devcluster-test/conf"},
                         {"name": "creds", "mountPath": "/models/tandem-devcluster-test/token"},
                         {"name": "shm", "mountPath": "/dev/shm"},
@@ -89,16 +91,17 @@ def test_container_sees_volumes_and_environment(
             ],
         },
     }
-    core.create_namespaced_pod(namespace, manifest)
+    core.create_namespaced_pod(namespace, client.V1Pod.model_validate(manifest))
 
     phase = wait_for(
-        lambda: (p := core.read_namespaced_pod("reader", namespace).status.phase) in ("Succeeded", "Failed") and p,
+        lambda: finished_phase(core.read_namespaced_pod("reader", namespace)),
         timeout=60,
         message="the reader pod to finish",
     )
     logs = devcluster.pod_logs(namespace, "reader")
     assert phase == "Succeeded", logs
-    pod_ip = core.read_namespaced_pod("reader", namespace).status.pod_ip
+    status = core.read_namespaced_pod("reader", namespace).status
+    pod_ip = status.pod_ip if status else None
     expected = [
         "/etc/lmcache/config.yaml = chunk_size: 256",
         "/opt/tandem-devcluster-test/conf/mode = fast",

@@ -18,7 +18,15 @@ FORBIDDEN: dict[str, set[str]] = {
     "api": {f"tandem.{c}" for c in COMPONENTS if c != "api"},
     "planner": {f"tandem.{c}" for c in COMPONENTS if c not in ("api", "planner")},
     "sim": {"tandem.operator", "tandem.router", "tandem.devcluster", "tandem.cli"},
-    "router/decision": {"aiohttp", "httpx", "starlette", "uvicorn", "kubernetes", "kubernetes_asyncio", "zmq"},
+    "router/decision": {
+        "aiohttp",
+        "httpx",
+        "starlette",
+        "uvicorn",
+        "kubernetes",
+        "kubernetes_asyncio",
+        "zmq",
+    },
 }
 
 

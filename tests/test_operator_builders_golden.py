@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from operator_cases import OLD_CLUSTER, WITH_LWS, example_spec, layout, pool, render
+
 from tandem.operator.build import Manifest
 from tandem.operator.rbac import rbac_manifests
 from tandem.operator.yamldump import dump_all

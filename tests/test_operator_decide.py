@@ -53,7 +53,9 @@ def test_disaggregated_simulator_pool_renders_every_child() -> None:
 
 
 def test_pinned_fields_win_over_the_plan_and_show_in_the_plan_status() -> None:
-    decision = run(pool_body(disaggregation__mode="Always", decode__replicas=3, disaggregation__promptTokensThreshold=64))
+    decision = run(
+        pool_body(disaggregation__mode="Always", decode__replicas=3, disaggregation__promptTokensThreshold=64)
+    )
     assert decision.layout is not None and decision.plan is not None
     assert decision.layout.decode.replicas == 3 and decision.plan.decode is not None
     assert decision.plan.decode.replicas == 3
@@ -81,7 +83,10 @@ def test_pin_the_planner_cannot_honour_is_infeasible() -> None:
     [
         (pool_body(model__name="acme/never-heard-of-it"), "spec.model.name"),
         (pool_body(accelerator__type="TPU-v9"), "spec.accelerator.type"),
-        (pool_body(disaggregation__mode="Always", prefill__tensorParallel=2, decode__tensorParallel=4), "spec.prefill"),
+        (
+            pool_body(disaggregation__mode="Always", prefill__tensorParallel=2, decode__tensorParallel=4),
+            "spec.prefill",
+        ),
         (pool_body(name="a" * 50), "metadata.name"),
         (pool_body(workload__promptTokens={"mean": 100, "p90": 10}), "spec.workload.promptTokens"),
     ],

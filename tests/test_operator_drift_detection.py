@@ -46,7 +46,7 @@ def live_from(stamped: dict[str, Any]) -> dict[str, Any]:
 def test_stamp_adds_a_digest_of_the_desired_object_without_touching_it() -> None:
     before = copy.deepcopy(DESIRED)
     stamped = stamp(DESIRED)
-    assert DESIRED == before
+    assert before == DESIRED
     assert DESIRED_HASH_ANNOTATION in stamped["metadata"]["annotations"]
     changed = copy.deepcopy(DESIRED)
     changed["spec"]["replicas"] = 3

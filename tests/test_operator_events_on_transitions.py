@@ -15,7 +15,10 @@ DESIRED = {"prefill": 0, "decode": 1, "router": 1}
 
 
 def status(ready: int, problem: Problem | None = None, plan: PlanStatus = PLAN) -> object:
-    observed = {c: WorkloadState(desired=n, ready=min(n, ready), settled=min(n, ready) == n) for c, n in DESIRED.items()}
+    observed = {
+        c: WorkloadState(desired=n, ready=min(n, ready), settled=min(n, ready) == n)
+        for c, n in DESIRED.items()
+    }
     return pool_status(
         generation=1,
         plan=plan,
@@ -62,7 +65,9 @@ def test_a_new_problem_is_a_warning_once() -> None:
 
 def test_event_object_points_at_the_pool() -> None:
     pool = {"metadata": {"name": "p", "namespace": "ns", "uid": "u1"}}
-    event = event_manifest(pool, PoolEvent("Normal", "Ready", "x" * 5000), now="2026-01-01T00:00:00Z", instance="op-1")
+    event = event_manifest(
+        pool, PoolEvent("Normal", "Ready", "x" * 5000), now="2026-01-01T00:00:00Z", instance="op-1"
+    )
     assert event["involvedObject"] == {
         "apiVersion": "tandem.dev/v1alpha1",
         "kind": "InferencePool",

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
-
 from operator_cases import engine_container, env, example_spec, find, flag, layout, pool, render
+
 from tandem.api import KvConnector
 from tandem.operator.build.kv import kv_transfer_config
 from tandem.operator.naming import Role
@@ -38,7 +38,13 @@ LMCACHE_DECODER = {
     },
 }
 NIXL = {"kv_connector": "NixlConnector", "kv_role": "kv_both"}
-DEPRECATED_LMCACHE_KEYS = {"enable_nixl", "nixl_receiver_host", "nixl_receiver_port", "nixl_role", "nixl_peer_host"}
+DEPRECATED_LMCACHE_KEYS = {
+    "enable_nixl",
+    "nixl_receiver_host",
+    "nixl_receiver_port",
+    "nixl_role",
+    "nixl_peer_host",
+}
 
 
 @pytest.mark.parametrize(
@@ -50,9 +56,13 @@ DEPRECATED_LMCACHE_KEYS = {"enable_nixl", "nixl_receiver_host", "nixl_receiver_p
         (KvConnector.NIXL, Role.DECODE, NIXL),
     ],
 )
-def test_engines_get_the_documented_kv_transfer_config(connector: KvConnector, role: Role, expected: Any) -> None:
+def test_engines_get_the_documented_kv_transfer_config(
+    connector: KvConnector, role: Role, expected: Any
+) -> None:
     connector_name = "lmcache" if connector is KvConnector.LMCACHE else "nixl"
-    spec = example_spec("llama-3.1-8b-h100.yaml", disaggregation={"kvTransfer": {"connector": connector_name}})
+    spec = example_spec(
+        "llama-3.1-8b-h100.yaml", disaggregation={"kvTransfer": {"connector": connector_name}}
+    )
     args = engine_container(render(spec, layout(spec)), "llama", role)["args"]
     assert json.loads(flag(args, "--kv-transfer-config")) == expected == kv_transfer_config(connector, role)
 
@@ -72,7 +82,9 @@ def test_decoder_listens_on_one_init_and_alloc_port_per_tp_rank(tp: int) -> None
     alloc = [7400 + rank for rank in range(tp)]
     assert (decoder["pd_peer_init_port"], decoder["pd_peer_alloc_port"]) == (init, alloc)
     assert decoder["pd_role"] == "receiver" and decoder["pd_peer_host"] == "0.0.0.0"
-    named = {f"kv-init-{r}": p for r, p in enumerate(init)} | {f"kv-alloc-{r}": p for r, p in enumerate(alloc)}
+    named = {f"kv-init-{r}": p for r, p in enumerate(init)} | {
+        f"kv-alloc-{r}": p for r, p in enumerate(alloc)
+    }
     container = engine_container(objects, "llama", "decode")
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8000, **named}
     service = find(objects, "Service", "llama-decode")
@@ -88,7 +100,9 @@ def test_prefiller_notifies_the_router_service() -> None:
     assert prefiller["pd_proxy_host"] == "llama-router.serving.svc.cluster.local"
     router_service = find(objects, "Service", "llama-router")
     notify = {p["name"]: p["port"] for p in router_service["spec"]["ports"]}["kv-notify"]
-    router_args = find(objects, "Deployment", "llama-router")["spec"]["template"]["spec"]["containers"][0]["args"]
+    router_args = find(objects, "Deployment", "llama-router")["spec"]["template"]["spec"]["containers"][0][
+        "args"
+    ]
     assert prefiller["pd_proxy_port"] == notify == int(flag(router_args, "--notify-port")) == 7500
 
 
@@ -107,12 +121,15 @@ def test_lmcache_configs_use_current_pd_keys_only() -> None:
 def test_every_engine_of_a_pool_shares_one_hash_seed() -> None:
     spec = example_spec("llama-3.1-8b-h100.yaml")
     objects = render(spec, layout(spec))
-    seeds = {env(engine_container(objects, "llama", role))["PYTHONHASHSEED"] for role in ("prefill", "decode")}
+    seeds = {
+        env(engine_container(objects, "llama", role))["PYTHONHASHSEED"] for role in ("prefill", "decode")
+    }
     assert len(seeds) == 1 and 0 <= int(seeds.pop()) < 2**32
     other = render(spec, layout(spec), ref=pool("llama", uid="another-uid"))
-    assert env(engine_container(other, "llama", "decode"))["PYTHONHASHSEED"] != env(
-        engine_container(objects, "llama", "decode")
-    )["PYTHONHASHSEED"]
+    assert (
+        env(engine_container(other, "llama", "decode"))["PYTHONHASHSEED"]
+        != env(engine_container(objects, "llama", "decode"))["PYTHONHASHSEED"]
+    )
 
 
 def test_lmcache_engines_read_their_role_config_and_nixl_engines_their_pod_ip() -> None:
@@ -146,6 +163,8 @@ def test_simulator_accepts_the_rendered_command_line_and_config(role: str, tmp_p
     settings = sim_cli.build_settings(args, {**environment, "LMCACHE_CONFIG_FILE": str(config)})
     assert settings.timing.prefill_base_ms == 12.5 and settings.timing.max_num_seqs == 128
     assert settings.tensor_parallel_size == 2
-    assert settings.lmcache is not None and settings.lmcache.pd_role == ("sender" if role == "prefill" else "receiver")
+    assert settings.lmcache is not None and settings.lmcache.pd_role == (
+        "sender" if role == "prefill" else "receiver"
+    )
     assert settings.lmcache_hash_seed == int(environment["PYTHONHASHSEED"])
     assert settings.model_names == ("meta-llama/Llama-3.1-8B-Instruct",)

@@ -31,7 +31,9 @@ def deployment(replicas: int, ready: int, updated: int | None = None, generation
     }
 
 
-def status_for(observed: dict[str, WorkloadState], problem: Problem | None = None, previous: Any = None) -> Any:
+def status_for(
+    observed: dict[str, WorkloadState], problem: Problem | None = None, previous: Any = None
+) -> Any:
     return pool_status(
         generation=4,
         plan=PLAN,

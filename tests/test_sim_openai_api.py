@@ -94,6 +94,26 @@ async def test_a_streamed_chat_says_what_the_plain_chat_says(
     assert usage.prompt_tokens == len(await tokenize(client, messages=messages))
 
 
+async def test_a_chat_answers_like_a_completion_of_its_tokenized_messages(
+    sdk: openai.AsyncOpenAI, client: httpx.AsyncClient
+) -> None:
+    # What a proxy relies on when it turns a chat request into a prefill on token ids.
+    messages: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "Plan it."}]
+    chat = await sdk.chat.completions.create(model=MODEL, messages=messages, max_tokens=9)
+    ids = await tokenize(client, messages=messages)
+    completion = await sdk.completions.create(model=MODEL, prompt=ids, max_tokens=9)
+    assert chat.choices[0].message.content == completion.choices[0].text
+
+
+async def test_cached_prompt_tokens_are_reported_when_asked() -> None:
+    async with sim_client(SimSettings(speed=50, prompt_tokens_details=True)) as client:
+        body = {"prompt": "A long shared system prompt. " * 20, "max_tokens": 2}
+        cold = (await client.post("/v1/completions", json=body)).json()["usage"]
+        warm = (await client.post("/v1/completions", json=body)).json()["usage"]
+    assert cold["prompt_tokens_details"] == {"cached_tokens": 0}
+    assert warm["prompt_tokens_details"]["cached_tokens"] == cold["prompt_tokens"] // 16 * 16
+
+
 async def test_a_streamed_completion_without_usage_ends_with_the_finish(sdk: openai.AsyncOpenAI) -> None:
     stream = await sdk.completions.create(model=MODEL, prompt="Hi", max_tokens=5, stream=True)
     chunks = [chunk async for chunk in stream]
@@ -190,6 +210,7 @@ async def test_an_unknown_model_is_404(sdk: openai.AsyncOpenAI) -> None:
         ({"prompt": ["a", "b"]}, "batched prompts"),
         ({"max_tokens": 1}, "prompt"),
         ({"prompt": "Hi", "kv_transfer_params": "nope"}, "kv_transfer_params"),
+        ({"prompt": "Hi", "stream_options": {"include_usage": True}}, "stream=True"),
     ],
 )
 async def test_bad_requests_get_400_with_an_openai_error_body(

@@ -104,9 +104,27 @@ class KindTarget:
         self._kubeconfig = self._work_dir / "kubeconfig"
         self._forwards: list[subprocess.Popen[str]] = []
         image = f"{KIND_IMAGE_REPOSITORY}:{KIND_IMAGE_TAG}"
-        _run("kind", "create", "cluster", "--name", KIND_CLUSTER, "--kubeconfig", str(self._kubeconfig), "--wait", "120s")
+        _run(
+            "kind",
+            "create",
+            "cluster",
+            "--name",
+            KIND_CLUSTER,
+            "--kubeconfig",
+            str(self._kubeconfig),
+            "--wait",
+            "120s",
+        )
         try:
-            _run("docker", "build", "-f", str(REPO_ROOT / "images/tandem/Dockerfile"), "-t", image, str(REPO_ROOT))
+            _run(
+                "docker",
+                "build",
+                "-f",
+                str(REPO_ROOT / "images/tandem/Dockerfile"),
+                "-t",
+                image,
+                str(REPO_ROOT),
+            )
             _run("kind", "load", "docker-image", image, "--name", KIND_CLUSTER)
         except DemoError:
             self.stop()
@@ -145,7 +163,9 @@ class KindTarget:
             forward.terminate()
             forward.wait(timeout=10)
         self._forwards.clear()
-        subprocess.run(["kind", "delete", "cluster", "--name", KIND_CLUSTER], capture_output=True, check=False)
+        subprocess.run(
+            ["kind", "delete", "cluster", "--name", KIND_CLUSTER], capture_output=True, check=False
+        )
         shutil.rmtree(self._work_dir, ignore_errors=True)
 
 

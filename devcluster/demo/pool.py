@@ -36,7 +36,9 @@ def apply(api: client.ApiClient, namespace: str, manifest: dict[str, Any]) -> No
     except ApiException as exc:
         if exc.status != 409:
             raise
-        objects.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, {"spec": manifest["spec"]})
+        objects.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, {"spec": manifest["spec"]}
+        )
 
 
 def read_status(api: client.ApiClient, namespace: str, name: str) -> InferencePoolStatus | None:

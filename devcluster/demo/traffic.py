@@ -44,7 +44,9 @@ def long_prompt(threshold_tokens: int, max_model_len: int | None, max_tokens: in
     return "Summarise this text. " + _FILLER * repeats
 
 
-def stream_chat(base_url: str, model: str, prompt: str, max_tokens: int, timeout_s: float = 60.0) -> StreamResult:
+def stream_chat(
+    base_url: str, model: str, prompt: str, max_tokens: int, timeout_s: float = 60.0
+) -> StreamResult:
     """One streamed chat completion; TTFT is measured to the first chunk carrying content."""
     client = OpenAI(base_url=base_url, api_key="demo", timeout=timeout_s, max_retries=0)
     started = time.perf_counter()
@@ -70,4 +72,6 @@ def stream_chat(base_url: str, model: str, prompt: str, max_tokens: int, timeout
     if first is None:
         raise ValueError(f"the stream from {base_url} carried no content")
     tokens = usage_tokens if usage_tokens is not None else chunks
-    return StreamResult(route=route, ttft_s=first - started, completion_tokens=tokens, total_s=ended - started)
+    return StreamResult(
+        route=route, ttft_s=first - started, completion_tokens=tokens, total_s=ended - started
+    )
