@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 COMPONENTS := api cli devcluster operator planner router sim
 
-.PHONY: install test lint crds typecheck-tree clean
+.PHONY: install test lint crds typecheck-tree clean demo e2e-kind
 
 $(BIN)/tandem: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,26 @@ lint: install typecheck-tree
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	cd .mypy-tree && ../$(BIN)/mypy --config-file ../pyproject.toml -p tandem
+
+# The local demo (README): a devcluster (KUBEBUILDER_ASSETS, defaulting like `test`) or else kind,
+# the chart, the simulator pool, a short and a long prompt. DEMO_ONCE=1 exits after the prompts.
+demo: install
+	@if [ -z "$$KUBEBUILDER_ASSETS" ] && [ -x ../shared/envtest/setup.sh ]; then \
+		export KUBEBUILDER_ASSETS="$$(../shared/envtest/setup.sh)"; fi; \
+	$(BIN)/tandem demo
+
+# The e2e tests on a kind cluster (needs kind, Docker and kubectl): create it, build and load the
+# tandem image, run e2e/, delete the cluster whatever the result.
+KIND_CLUSTER ?= tandem-e2e
+E2E_IMAGE ?= ghcr.io/tandem-dev/tandem:e2e
+e2e-kind: install
+	kind create cluster --name $(KIND_CLUSTER) --wait 120s
+	@trap 'kind delete cluster --name $(KIND_CLUSTER)' EXIT; set -e; \
+	kind get kubeconfig --name $(KIND_CLUSTER) > $(VENV)/kind-kubeconfig; \
+	docker build -f images/tandem/Dockerfile -t $(E2E_IMAGE) .; \
+	kind load docker-image $(E2E_IMAGE) --name $(KIND_CLUSTER); \
+	TANDEM_TEST_KUBECONFIG=$(VENV)/kind-kubeconfig TANDEM_E2E_IMAGE=$(E2E_IMAGE) \
+		$(BIN)/python -m pytest e2e $(PYTEST_ARGS)
 
 crds: install
 	$(BIN)/tandem crds > crds/tandem.dev_inferencepools.yaml

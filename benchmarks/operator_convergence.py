@@ -46,7 +46,7 @@ from tandem.devcluster.network import claim_slot
 from tandem.operator.capabilities import capabilities_from
 from tandem.operator.decide import decide
 from tandem.operator.drift import stamp
-from tandem.operator.kinds import CHILD_KINDS
+from tandem.operator.kinds import Kind, kind_of
 from tandem.operator.kube import KubeClient, NotFoundError
 from tandem.operator.naming import MANAGED_BY, MANAGED_BY_LABEL, POOL_LABEL
 from tandem.operator.planning import catalog_planner
@@ -90,18 +90,12 @@ def operator_writes(metrics_port: int) -> int:
     )
 
 
-async def children_per_pool(
-    api: KubeClient, namespace: str, kinds: Iterable[tuple[str, str]]
-) -> Counter[str]:
+async def children_per_pool(api: KubeClient, namespace: str, kinds: Iterable[Kind]) -> Counter[str]:
     """How many children each pool has (by its pool label), over every kind the operator renders."""
     counts: Counter[str] = Counter()
-    for api_version, plural in kinds:
-        root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-        listing = await api.request(
-            "GET",
-            f"{root}/namespaces/{namespace}/{plural}",
-            query={"labelSelector": f"{MANAGED_BY_LABEL}={MANAGED_BY}"},
-        )
+    query = {"labelSelector": f"{MANAGED_BY_LABEL}={MANAGED_BY}"}
+    for kind in kinds:
+        listing = await api.request("GET", kind.path(namespace), query=query)
         counts.update(item["metadata"]["labels"][POOL_LABEL] for item in listing["items"])
     return counts
 
@@ -117,7 +111,7 @@ async def statused(api: KubeClient, namespace: str) -> set[str]:
 
 
 async def wait_converged(
-    api: KubeClient, namespace: str, names: set[str], expected: int, kinds: list[tuple[str, str]]
+    api: KubeClient, namespace: str, names: set[str], expected: int, kinds: list[Kind]
 ) -> float:
     started = time.perf_counter()
     while True:
@@ -210,14 +204,6 @@ async def run(api: KubeClient, kubeconfig: Path, args: argparse.Namespace) -> No
             break
         await asyncio.sleep(0.1)
     caps = capabilities_from(await api.served_versions("policy"))
-    kinds = sorted(
-        {
-            (k.api_version, k.plural)
-            for k in CHILD_KINDS
-            if k.kind != "LeaderWorkerSet"
-            and (k.kind != "PodDisruptionBudget" or k.api_version == caps.pdb_api_version)
-        }
-    )
     probe = decide(
         {**pool_body("probe", "x"), "metadata": {"name": "probe", "namespace": "x", "uid": "u"}},
         caps,
@@ -226,6 +212,7 @@ async def run(api: KubeClient, kubeconfig: Path, args: argparse.Namespace) -> No
     )
     assert probe.objects is not None
     expected = len(probe.objects)
+    kinds = sorted({kind_of(o) for o in probe.objects}, key=lambda k: (k.api_version, k.plural))
     for namespace in ("single", "many", "baseline"):
         await create_namespace(api, namespace)
 

@@ -2,9 +2,11 @@
 
 Starts ``tandem sim`` pinned to one core (taskset), opens ``--streams`` streaming completions at
 once from a lean asyncio client pinned to another core, and reports streams held concurrently,
-errors, chunks, wall time and the simulator's peak RSS. The baseline is the simulator's own timing
-model replayed without any HTTP or CPU cost (the pure scheduler, same parameters): the ratio
-wall / modelled says how much the process's CPU stretched simulated time (1.0 = kept up).
+errors, chunks, wall time, CPU use and the simulator's peak RSS. The baseline is the simulator's
+own timing model replayed without any HTTP or CPU cost (the pure scheduler, same parameters, all
+streams arriving at once): wall / modelled is what serving them really added (1.0 = nothing; the
+connections' arrival spread and any CPU shortfall both count), and the simulator's CPU share says
+how much headroom its core has left.
 
     python benchmarks/sim_streams.py [--streams 500] [--max-tokens 64] [--sim-cpu 0 --client-cpu 1]
 

@@ -95,7 +95,9 @@ def ready_pool(release: Release, kube_api: client.ApiClient) -> ReadyPool:
 
 
 def operator_available(api: client.ApiClient, release: Release) -> bool:
-    deployment = client.AppsV1Api(api).read_namespaced_deployment(f"{release.name}-tandem-operator", release.namespace)
+    deployment = client.AppsV1Api(api).read_namespaced_deployment(
+        f"{release.name}-tandem-operator", release.namespace
+    )
     return (deployment.status.available_replicas or 0) >= 1
 
 
@@ -103,15 +105,29 @@ def pool_children(api: client.ApiClient, namespace: str, name: str) -> list[str]
     selector = f"tandem.dev/pool={name}"
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     found = [
-        *(f"Deployment/{d.metadata.name}" for d in apps.list_namespaced_deployment(namespace, label_selector=selector).items),
-        *(f"Service/{s.metadata.name}" for s in core.list_namespaced_service(namespace, label_selector=selector).items),
-        *(f"ConfigMap/{c.metadata.name}" for c in core.list_namespaced_config_map(namespace, label_selector=selector).items),
-        *(f"Pod/{p.metadata.name}" for p in core.list_namespaced_pod(namespace, label_selector=selector).items),
+        *(
+            f"Deployment/{d.metadata.name}"
+            for d in apps.list_namespaced_deployment(namespace, label_selector=selector).items
+        ),
+        *(
+            f"Service/{s.metadata.name}"
+            for s in core.list_namespaced_service(namespace, label_selector=selector).items
+        ),
+        *(
+            f"ConfigMap/{c.metadata.name}"
+            for c in core.list_namespaced_config_map(namespace, label_selector=selector).items
+        ),
+        *(
+            f"Pod/{p.metadata.name}"
+            for p in core.list_namespaced_pod(namespace, label_selector=selector).items
+        ),
     ]
     return found
 
 
-def run_client_pod(api: client.ApiClient, target: ReadyPool, cluster: ClusterUnderTest) -> list[dict[str, Any]]:
+def run_client_pod(
+    api: client.ApiClient, target: ReadyPool, cluster: ClusterUnderTest
+) -> list[dict[str, Any]]:
     """Run CLIENT_SCRIPT in a pod against the router Service's DNS name; its output lines."""
     spec = target.spec.spec
     url = f"http://{target.name}-router.{target.namespace}.svc.cluster.local:{spec.router.service.port}/v1/completions"
@@ -140,8 +156,10 @@ def run_client_pod(api: client.ApiClient, target: ReadyPool, cluster: ClusterUnd
         },
     )
     phase = wait_for(
-        lambda: core.read_namespaced_pod(name, target.namespace).status.phase in ("Succeeded", "Failed")
-        and core.read_namespaced_pod(name, target.namespace).status.phase,
+        lambda: (
+            core.read_namespaced_pod(name, target.namespace).status.phase in ("Succeeded", "Failed")
+            and core.read_namespaced_pod(name, target.namespace).status.phase
+        ),
         timeout=90,
         message="the client pod did not finish",
     )
@@ -151,7 +169,11 @@ def run_client_pod(api: client.ApiClient, target: ReadyPool, cluster: ClusterUnd
 
 
 def test_operator_runs_from_the_chart(release: Release, kube_api: client.ApiClient) -> None:
-    wait_for(lambda: operator_available(kube_api, release), timeout=60, message="the operator Deployment is not available")
+    wait_for(
+        lambda: operator_available(kube_api, release),
+        timeout=60,
+        message="the operator Deployment is not available",
+    )
 
 
 def test_pool_becomes_ready_with_a_disaggregated_plan(ready_pool: ReadyPool) -> None:
@@ -175,7 +197,9 @@ def test_router_service_serves_both_routes_to_a_pod_by_dns_name(
     assert all(reply["text"] for reply in replies.values())
 
 
-def test_scaling_decode_brings_a_second_ready_endpoint(ready_pool: ReadyPool, kube_api: client.ApiClient) -> None:
+def test_scaling_decode_brings_a_second_ready_endpoint(
+    ready_pool: ReadyPool, kube_api: client.ApiClient
+) -> None:
     objects = client.CustomObjectsApi(kube_api)
     objects.patch_namespaced_custom_object(
         GROUP, VERSION, ready_pool.namespace, PLURAL, ready_pool.name, {"spec": {"decode": {"replicas": 2}}}
@@ -213,7 +237,9 @@ def test_uninstall_leaves_nothing_behind(release: Release, kube_api: client.ApiC
 
     def leftovers() -> list[str]:
         pods = [f"Pod/{p.metadata.name}" for p in core.list_namespaced_pod(release.namespace).items]
-        services = [f"Service/{s.metadata.name}" for s in core.list_namespaced_service(release.namespace).items]
+        services = [
+            f"Service/{s.metadata.name}" for s in core.list_namespaced_service(release.namespace).items
+        ]
         deployments = client.AppsV1Api(kube_api).list_namespaced_deployment(release.namespace).items
         rbac = client.RbacAuthorizationV1Api(kube_api)
         selector = f"app.kubernetes.io/instance={release.name}"

@@ -23,10 +23,10 @@ from tandem.operator.capabilities import Capabilities, capabilities_from
 from tandem.operator.decide import LWS_MISSING, Decision, Planner, decide
 from tandem.operator.drift import Change, needed_change, stamp
 from tandem.operator.events import ChildChanges, event_manifest, pool_events
-from tandem.operator.kinds import CHILD_KINDS, kind_of
+from tandem.operator.kinds import CHILD_KINDS, kind_list_paths, kind_of
 from tandem.operator.kube import Body, KubeClient, KubeError
 from tandem.operator.metrics import OperatorMetrics
-from tandem.operator.naming import POOL_LABEL, Role
+from tandem.operator.naming import MANAGED_BY, MANAGED_BY_LABEL, POOL_LABEL, Role
 from tandem.operator.settings import OperatorSettings
 from tandem.operator.status import Problem, WorkloadState, pool_status, workload_state
 from tandem.operator.workqueue import WorkQueue
@@ -107,6 +107,8 @@ class Controller:
             # A late event for an object already replaced must not drop its successor.
             if children.get(child, {}).get("metadata", {}).get("uid") == meta.get("uid"):
                 children.pop(child)
+            if not children:
+                del self.children[key]
         else:
             children[child] = body
         if key in self.pools:
@@ -117,6 +119,7 @@ class Controller:
     async def start(self, api: KubeClient) -> None:
         self._api = api
         await self.discover()
+        await self._prime()
         self.queue.start()
         self._resync = asyncio.create_task(self._resync_loop(), name="resync")
 
@@ -130,6 +133,21 @@ class Controller:
         served = [version for group in _GROUPS for version in await self.api.served_versions(group)]
         self.caps = capabilities_from(served)
         self._discovered_at = time.monotonic()
+
+    async def _prime(self) -> None:
+        """Record the existing children before the first reconcile, so none looks missing."""
+        served = {self.caps.pdb_api_version, self.caps.lws_api_version}
+        kinds = [
+            k
+            for k in CHILD_KINDS
+            if k.kind not in ("PodDisruptionBudget", "LeaderWorkerSet") or k.api_version in served
+        ]
+        query = {"labelSelector": f"{MANAGED_BY_LABEL}={MANAGED_BY}"}
+        for kind in kinds:
+            for path in kind_list_paths(kind, self.settings.namespaces):
+                listing = await self.api.request("GET", path, query=query)
+                for item in listing.get("items", []):
+                    self.observe_child(None, {"apiVersion": kind.api_version, "kind": kind.kind, **item})
 
     async def _resync_loop(self) -> None:
         while True:

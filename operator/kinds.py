@@ -25,9 +25,12 @@ class Kind:
     def version(self) -> str:
         return self.api_version.rpartition("/")[2]
 
+    @property
+    def root(self) -> str:
+        return "/api/v1" if not self.group else f"/apis/{self.api_version}"
+
     def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
-        root = "/api/v1" if not self.group else f"/apis/{self.api_version}"
-        path = f"{root}/namespaces/{namespace}/{self.plural}"
+        path = f"{self.root}/namespaces/{namespace}/{self.plural}"
         if name is not None:
             path += f"/{name}"
         if subresource is not None:
@@ -50,6 +53,13 @@ CHILD_KINDS: tuple[Kind, ...] = (
     *(Kind(version, "LeaderWorkerSet", "leaderworkersets") for version in LWS_VERSIONS),
 )
 _BY_TYPE = {(kind.api_version, kind.kind): kind for kind in CHILD_KINDS}
+
+
+def kind_list_paths(kind: Kind, namespaces: tuple[str, ...]) -> list[str]:
+    """Where to list a kind: in each namespace given, else across the cluster."""
+    if not namespaces:
+        return [f"{kind.root}/{kind.plural}"]
+    return [kind.path(namespace) for namespace in namespaces]
 
 
 def kind_of(manifest: dict[str, object]) -> Kind:

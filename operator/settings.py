@@ -67,10 +67,12 @@ def settings_from_env(env: Mapping[str, str], **overrides: object) -> OperatorSe
     """Settings from environment variables (see ``_ENV``), then ``overrides`` (CLI flags) on top."""
     raw: dict[str, object] = {}
     images: dict[str, str] = {}
+    sources: dict[tuple[str, ...], str] = {}  # field path -> where its value came from
     for variable, path in _ENV.items():
         value = env.get(variable)
         if not value:
             continue
+        sources[path] = variable
         if path[0] == "images":
             images[path[1]] = value
         elif path[0] == "namespaces":
@@ -79,14 +81,15 @@ def settings_from_env(env: Mapping[str, str], **overrides: object) -> OperatorSe
             raw[path[0]] = value
     if images:
         raw["images"] = images
-    raw.update({key: value for key, value in overrides.items() if value is not None})
+    for name, value in overrides.items():
+        if value is not None:
+            raw[name] = value
+            sources[(name,)] = "--" + name.replace("_", "-")
     try:
         return OperatorSettings.model_validate(raw)
     except ValidationError as exc:
-        fields = {path: variable for variable, path in _ENV.items()}
         problems = []
         for error in exc.errors():
             loc = tuple(str(part) for part in error["loc"])
-            source = fields.get(loc, ".".join(loc))
-            problems.append(f"{source}: {error['msg']}")
+            problems.append(f"{sources.get(loc, '.'.join(loc))}: {error['msg']}")
         raise SettingsError("; ".join(problems)) from exc

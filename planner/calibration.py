@@ -36,6 +36,9 @@ class Calibration(BaseModel):
     mbu_batch_half: float = Field(gt=0, description="Decode batch at which MBU is half of mbu_max.")
     mfu_decode: float = Field(gt=0, le=1, description="Decode FLOP efficiency when compute-bound.")
     step_overhead_ms: float = Field(ge=0, description="Fixed time per decode step.")
+    layer_overhead_us: float = Field(
+        default=0.0, ge=0, description="Fixed time per layer and forward pass (kernel ramp-up and tails)."
+    )
     allreduce_latency_us: float = Field(ge=0, description="Latency of one tensor-parallel all-reduce.")
     allreduce_eff: float = Field(gt=0, le=1, description="Fraction of link bandwidth an all-reduce reaches.")
     kv_transfer_eff: float = Field(

@@ -156,6 +156,10 @@ class ReplicaCost:
         # Two all-reduces per layer (after attention and after the MLP) of the tokens' hidden
         # states; pipeline stages pass them on over the node network.
         hidden_bytes = model.hidden_size * ACTIVATION_BYTES
+        # Each layer's chain of kernels takes a fixed time per pass whatever the batch (ramp-up and
+        # tails): it makes a deep, narrow shard (70B at TP=8) slower per weight byte than a shallow,
+        # wide one.
+        self.layers_ms = model.num_layers * cal.layer_overhead_us / 1000
         latency = cal.allreduce_latency_us / 1000
         self.fixed_ms = (pp - 1) * latency
         self.per_token_ms = (pp - 1) * hidden_bytes / gpu.network_bytes_per_ms
@@ -177,6 +181,7 @@ class ReplicaCost:
             self.flops_per_token * tokens / (self.peak * prefill_mfu(tokens, cal))
             + self.flops_per_pair * pairs / (self.bf16 * cal.attn_eff)
             + self.communication_ms(tokens)
+            + self.layers_ms
             + cal.prefill_overhead_ms
         )
 
@@ -199,7 +204,9 @@ class ReplicaCost:
                 * (chunk / 2 if span is None else span)
                 / (self.bf16 * cal.attn_eff)
             )
-        return max(memory, compute) + self.communication_ms(batch + chunk) + cal.step_overhead_ms
+        return (
+            max(memory, compute) + self.communication_ms(batch + chunk) + self.layers_ms + cal.step_overhead_ms
+        )
 
 
 def prefill_time_ms(

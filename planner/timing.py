@@ -20,7 +20,7 @@ def prefill_coefficients(model: ModelShape, layout: Layout) -> tuple[float, floa
     base + per_token * sum(L_i) + per_token_sq * sum(L_i^2)."""
     replica, cal = layout.cost(model), layout.calibration
     linear = replica.flops_per_token / (replica.peak * cal.mfu_max)
-    base = linear * cal.t_half_tokens + replica.fixed_ms + cal.prefill_overhead_ms
+    base = linear * cal.t_half_tokens + replica.fixed_ms + replica.layers_ms + cal.prefill_overhead_ms
     per_token = linear + replica.per_token_ms
     per_token_sq = replica.flops_per_pair / 2 / (replica.bf16 * cal.attn_eff)
     return base, per_token, per_token_sq

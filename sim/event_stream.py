@@ -25,6 +25,13 @@ class DropConnectionError(Exception):
     """Raised by a chunk source: drop the connection now (an injected fault)."""
 
 
+class ClientLeftError(ApiError):
+    """The client disconnected before its answer was ready."""
+
+    def __init__(self) -> None:
+        super().__init__(499, "the client closed the request")
+
+
 class EventStream:
     def __init__(self, chunks: AsyncIterator[bytes], on_disconnect: Callable[[], None]) -> None:
         self._chunks = chunks
@@ -32,22 +39,11 @@ class EventStream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
-        streaming = asyncio.ensure_future(self._stream(send))
-        watching = asyncio.ensure_future(_client_left(receive))
         try:
-            await asyncio.wait((streaming, watching), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watching.cancel()
-            if not streaming.done():
-                streaming.cancel()
-                self._on_disconnect()
-            await asyncio.gather(streaming, watching, return_exceptions=True)
-        if streaming.cancelled():
+            completed = await until_client_leaves(receive, self._stream(send), self._on_disconnect)
+        except ClientLeftError:
             return
-        error = streaming.exception()
-        if error is not None:
-            raise error
-        if streaming.result():
+        if completed:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _stream(self, send: Send) -> bool:
@@ -82,5 +78,5 @@ async def until_client_leaves(receive: Receive, work: Awaitable[Any], on_leave: 
             on_leave()
         await asyncio.gather(doing, watching, return_exceptions=True)
     if doing.cancelled():
-        raise ApiError(499, "the client closed the request")
+        raise ClientLeftError
     return doing.result()

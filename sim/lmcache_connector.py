@@ -7,7 +7,8 @@ names, from every TP rank ``r``: a handshake on ``receiver_init_port[r]`` (first
 modelled transfer time (``kv_transfer_ms_per_token`` * prompt tokens / speed), a ``SimWriteDone``,
 then one ``ProxyNotif{req_id}`` pushed (ZMQ PUSH) to ``pd_proxy_host:pd_proxy_port``. The prefill
 response, whose ``kv_transfer_params.first_tok`` is the first token (``ret_first_tok``), is sent once
-every rank's allocation is answered: LMCache issues the allocation inside the forward pass.
+every rank's allocation is answered (or 5 s passed without an answer): LMCache issues the
+allocation inside the forward pass.
 A refused allocation (-1: the decoder's PD buffer is full) aborts that rank: no notification.
 
 Decoder (``kv_consumer``, ``pd_role: receiver``): binds the init and alloc ports of every TP rank on

@@ -152,6 +152,10 @@ class SimSettings(BaseModel):
                 f"{LMCACHE_CONNECTOR} needs an LMCache config (LMCACHE_CONFIG_FILE) with enable_pd"
             )
         expected = {"kv_producer": "sender", "kv_consumer": "receiver"}.get(config.kv_role)
+        if expected is None:
+            raise ValueError(
+                f"{LMCACHE_CONNECTOR} PD roles are kv_producer and kv_consumer, not {config.kv_role}"
+            )
         if lmcache.pd_role != expected:
             raise ValueError(
                 f"kv_role {config.kv_role} needs pd_role {expected}, the LMCache config has {lmcache.pd_role}"
@@ -161,6 +165,11 @@ class SimSettings(BaseModel):
         if lmcache.pd_role == "sender" and (lmcache.pd_proxy_host is None or lmcache.pd_proxy_port is None):
             raise ValueError("a sender's LMCache config needs pd_proxy_host and pd_proxy_port")
         if lmcache.pd_role == "receiver":
+            chunk_bytes = lmcache.chunk_size * self.kv_bytes_per_token // self.tensor_parallel_size
+            if lmcache.pd_buffer_size < chunk_bytes:
+                raise ValueError(
+                    f"pd_buffer_size {lmcache.pd_buffer_size} is smaller than one chunk ({chunk_bytes} B)"
+                )
             for key in ("pd_peer_init_port", "pd_peer_alloc_port"):
                 ports = getattr(lmcache, key)
                 if ports is None or len(ports) != self.tensor_parallel_size:

@@ -158,7 +158,7 @@ def test_existing_account_is_used_and_no_rbac_is_made_when_asked() -> None:
 
 
 def test_existing_account_needs_a_name() -> None:
-    with pytest.raises(helm.HelmRenderError, match="serviceAccount.name is required"):
+    with pytest.raises(helm.HelmRenderError, match=r"serviceAccount\.name is required"):
         render({"serviceAccount": {"create": False}})
 
 

@@ -17,9 +17,9 @@ import yaml
 from tandem.cli import build_parser
 from tandem.devcluster.images import repository_name
 from tandem.operator.build.engine import RUN_AS
+from tandem.operator.capabilities import Capabilities
 from tandem.operator.decide import decide
 from tandem.operator.planning import catalog_planner
-from tandem.operator.capabilities import Capabilities
 from tandem.operator.settings import (
     DEFAULT_TANDEM_IMAGE,
     DEFAULT_VLLM_IMAGE,

@@ -30,7 +30,7 @@ def test_ready_pool_makes_no_writes_for_a_minute(
     pools = PoolApi(kube_api, namespace)
     operator = OperatorThread(devcluster.kubeconfig, namespace, resync_seconds=RESYNC_SECONDS).start()
     try:
-        pools.create(example("simulator-pool.yaml", disaggregation={"mode": "Always"}))
+        pools.create(example("simulator-pool.yaml"))
 
         def settled() -> bool:
             condition = pools.condition("sim-llama", "Ready")

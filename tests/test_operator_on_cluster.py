@@ -18,10 +18,7 @@ from tandem.devcluster.testing import ClusterUnderTest, ready_endpoints, wait_fo
 
 pytestmark = pytest.mark.cluster
 
-SIM = "sim-llama"
-# The example plans aggregated serving (no prefill replicas) at its rate; tests of both roles
-# disaggregate it.
-DISAGGREGATED_SIM = {"disaggregation": {"mode": "Always"}}
+SIM = "sim-llama"  # examples/simulator-pool.yaml: both roles (disaggregation mode Always)
 
 
 @pytest.fixture
@@ -50,7 +47,7 @@ def owner_uids(child: dict[str, Any]) -> set[str]:
 def test_simulator_pool_becomes_ready_with_owned_children(
     pools: PoolApi, operator: OperatorThread, kube_api: kubernetes.client.ApiClient
 ) -> None:
-    uid = pools.create(example("simulator-pool.yaml", **DISAGGREGATED_SIM))["metadata"]["uid"]
+    uid = pools.create(example("simulator-pool.yaml"))["metadata"]["uid"]
     wait_for(lambda: ready(pools, SIM), timeout=180, message="pool Ready=True")
 
     children = pools.children(SIM)
@@ -182,7 +179,7 @@ def test_restart_midway_converges_without_duplicates(
 ) -> None:
     first = OperatorThread(devcluster.kubeconfig, namespace).start()
     try:
-        pools.create(example("simulator-pool.yaml", **DISAGGREGATED_SIM))
+        pools.create(example("simulator-pool.yaml"))
         wait_for(lambda: pools.children(SIM), message="the first children")
     finally:
         first.stop()

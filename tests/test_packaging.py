@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+from tandem.cli import COMMANDS, build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,4 +37,18 @@ def test_every_component_folder_is_packaged() -> None:
 def test_tandem_command_lists_its_subcommands() -> None:
     result = subprocess.run([sys.executable, "-m", "tandem.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "crds" in result.stdout
+    for command in COMMANDS:
+        assert f"    {command}" in result.stdout, command
+
+
+def test_each_subcommand_module_registers_its_own_name() -> None:
+    for command in COMMANDS:
+        parser = build_parser(command)
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        assert list(subparsers.choices) == [command]
+
+
+def test_engine_subcommand_does_not_load_the_operator_stack() -> None:
+    probe = "import sys; from tandem.cli import build_parser; build_parser('sim'); print('kopf' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr

@@ -129,7 +129,7 @@ def test_pinned_values_win_and_are_evaluated() -> None:
 
 
 def test_pinned_replicas_too_few_for_the_load_are_infeasible() -> None:
-    result = plan(request(rps=40, mode=DisaggregationMode.ALWAYS, decode=RolePins(replicas=1)))
+    result = plan(request(rps=80, mode=DisaggregationMode.ALWAYS, decode=RolePins(replicas=1)))
     assert not result.feasible and result.reason
     assert "pinned 1 decode replicas sustain" in result.reason
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tandem.cli import build_parser
+from tandem.cli import build_parser, main
 from tandem.sim.cli import SettingsError, build_settings, split_unknown
 
 LMCACHE = json.dumps(
@@ -106,15 +104,24 @@ def test_invalid_settings_are_refused_with_the_reason(argv: list[str], message: 
         build_settings(parse(*argv), {})
 
 
-def test_a_wildcard_host_binds_tandem_bind_host(tmp_path: Path) -> None:
+def lmcache_yaml(tmp_path: Path, **keys: object) -> str:
+    """An LMCache config file with ``keys`` (YAML flow values); its path."""
     config = tmp_path / "lmcache.yaml"
     config.write_text(
-        "enable_pd: true\npd_role: receiver\npd_peer_host: 0.0.0.0\npd_peer_init_port: [7300]\n"
-        "pd_peer_alloc_port: 7400\npd_buffer_size: 1073741824\n"
+        "".join(f"{key}: {json.dumps(value)}\n" for key, value in {"enable_pd": True, **keys}.items())
     )
+    return str(config)
+
+
+RECEIVER = {"pd_role": "receiver", "pd_peer_init_port": [7300], "pd_peer_alloc_port": 7400}
+
+
+def test_a_wildcard_host_binds_tandem_bind_host(tmp_path: Path) -> None:
     env = {
         "TANDEM_BIND_HOST": "127.0.0.7",
-        "LMCACHE_CONFIG_FILE": str(config),
+        "LMCACHE_CONFIG_FILE": lmcache_yaml(
+            tmp_path, **RECEIVER, pd_peer_host="0.0.0.0", pd_buffer_size=1 << 30
+        ),
         "PYTHONHASHSEED": "0",
         "VLLM_NIXL_SIDE_CHANNEL_HOST": "0.0.0.0",
     }
@@ -128,22 +135,31 @@ def test_a_wildcard_host_binds_tandem_bind_host(tmp_path: Path) -> None:
     assert build_settings(parse(), {}).host == "0.0.0.0"
 
 
-def test_the_lmcache_roles_must_agree(tmp_path: Path) -> None:
-    config = tmp_path / "lmcache.yaml"
-    config.write_text(
-        "enable_pd: true\npd_role: sender\npd_proxy_host: 10.0.0.1\npd_proxy_port: 7500\n"
-        "pd_buffer_size: 1073741824\n"
-    )
-    with pytest.raises(SettingsError, match="kv_role kv_consumer needs pd_role receiver"):
-        build_settings(parse("--kv-transfer-config", LMCACHE), {"LMCACHE_CONFIG_FILE": str(config)})
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({**RECEIVER, "pd_buffer_size": 1 << 20}, "smaller than one chunk"),
+        ({**RECEIVER, "pd_buffer_size": 1 << 30, "pd_peer_init_port": [7300, 7301]}, "one port per TP rank"),
+        (
+            {
+                "pd_role": "sender",
+                "pd_proxy_host": "10.0.0.1",
+                "pd_proxy_port": 7500,
+                "pd_buffer_size": 1 << 30,
+            },
+            "kv_role kv_consumer needs pd_role receiver",
+        ),
+    ],
+)
+def test_an_lmcache_config_that_cannot_work_is_refused(
+    tmp_path: Path, keys: dict[str, object], message: str
+) -> None:
+    with pytest.raises(SettingsError, match=message):
+        build_settings(
+            parse("--kv-transfer-config", LMCACHE), {"LMCACHE_CONFIG_FILE": lmcache_yaml(tmp_path, **keys)}
+        )
 
 
-def test_the_command_exits_2_on_invalid_settings() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "tandem.cli", "sim", "--kv-transfer-config", "{bad"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert "cannot start" in result.stderr
+def test_the_command_exits_2_on_invalid_settings(caplog: pytest.LogCaptureFixture) -> None:
+    assert main(["sim", "--kv-transfer-config", "{bad"]) == 2
+    assert "cannot start" in caplog.text

@@ -84,6 +84,8 @@ class DevClusterTarget:
     def service_url(self, namespace: str, service: str, port: int) -> str:
         with self.api_client() as api:
             spec = kubernetes.client.CoreV1Api(api).read_namespaced_service(service, namespace).spec
+        if spec is None or not spec.cluster_ip or spec.cluster_ip == "None":
+            raise DemoError(f"service {namespace}/{service} has no ClusterIP to reach it by")
         return f"http://{spec.cluster_ip}:{port}"
 
     def stop(self) -> None:
@@ -135,7 +137,10 @@ class KindTarget:
         return self._kubeconfig
 
     def api_client(self) -> kubernetes.client.ApiClient:
-        return kubernetes.config.new_client_from_config(config_file=str(self._kubeconfig))
+        api: kubernetes.client.ApiClient = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(self._kubeconfig)
+        )
+        return api
 
     def chart_values(self) -> dict[str, Any]:
         return {"image": {"repository": KIND_IMAGE_REPOSITORY, "tag": KIND_IMAGE_TAG, "pullPolicy": "Never"}}

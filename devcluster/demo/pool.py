@@ -43,7 +43,7 @@ def apply(api: client.ApiClient, namespace: str, manifest: dict[str, Any]) -> No
 
 def read_status(api: client.ApiClient, namespace: str, name: str) -> InferencePoolStatus | None:
     raw = client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    status = raw.get("status")
+    status = raw.get("status") if isinstance(raw, dict) else None
     return InferencePoolStatus.model_validate(status) if status else None
 
 
@@ -98,8 +98,8 @@ def describe_plan(plan: PlanStatus | None) -> list[str]:
     for role, part in (("prefill", plan.prefill), ("decode", plan.decode)):
         if part is not None:
             lines.append(
-                f"{role}: {part.replicas} x {part.gpu_type}, TP {part.tensor_parallel} PP {part.pipeline_parallel}"
-                f" ({part.gpus} GPUs)"
+                f"{role}: {part.replicas} x {part.gpu_type}, "
+                f"TP {part.tensor_parallel} PP {part.pipeline_parallel} ({part.gpus} GPUs)"
             )
     predicted = [
         f"{label} {value:.0f} ms"

@@ -88,7 +88,8 @@ def run_demo(options: DemoOptions, say: Say) -> None:
         send_prompts(base_url + "/v1", spec_pool, status, options, say)
         if not options.once:
             say(
-                f"running: try `OPENAI_BASE_URL={base_url}/v1` with any OpenAI client. Ctrl-C stops and cleans up."
+                f"running: try OPENAI_BASE_URL={base_url}/v1 with any OpenAI client; "
+                "Ctrl-C stops and cleans up"
             )
             while True:
                 time.sleep(3600)

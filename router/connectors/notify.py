@@ -94,6 +94,10 @@ class NotificationHub:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        # Sockets of the shadow context are not the asyncio context's to close: close them first,
+        # or terminating the context waits for them forever.
+        for socket in self._forward.values():
+            socket.close(linger=0)
         self._context.destroy(linger=0)
 
     def expect(self, req_id: str, count: int) -> Arrivals:

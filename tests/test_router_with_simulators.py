@@ -1,0 +1,271 @@
+"""The router in front of simulator processes (static discovery), driven with the openai SDK.
+
+One LMCache pool (two decoders sharing the pool's receiver ports on their own addresses, prefillers
+notifying router replica A or B) and one NIXL pool, plus an aggregated simulator whose answers are
+the reference: a handoff must answer exactly what one engine would have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from router_support import (
+    MODEL,
+    Addresses,
+    Engine,
+    engines_running,
+    free_port,
+    lmcache_decoder,
+    lmcache_prefiller,
+    nixl_engine,
+    router_metric,
+    router_running,
+)
+from tandem.api.spec import DisaggregationMode, KvConnector
+from tandem.router.settings import RouterSettings, StaticPoolSettings
+
+pytestmark = pytest.mark.slow
+
+THRESHOLD = 200
+LONG_PROMPT = "Summarise this:" + " the quick brown fox jumps over the lazy dog" * 40  # ~400 tokens
+SHORT_PROMPT = "Say hello."
+
+
+@dataclass
+class LmcachePool:
+    decoders: list[Engine]
+    to_a: Engine  # prefiller notifying replica A
+    to_b: Engine  # prefiller notifying replica B
+    spares: list[Engine]  # prefillers notifying A, each for one test that kills it
+    reference: Engine  # aggregated
+    init_port: int
+    alloc_port: int
+    notify_a: int
+    notify_b: int
+
+
+@pytest.fixture(scope="module")
+def lmcache_pool() -> Iterator[LmcachePool]:
+    hosts = Addresses()
+    init_port, alloc_port, notify_a, notify_b = (free_port() for _ in range(4))
+    specs = [
+        (host := hosts.take(), lmcache_decoder(host, init_port, alloc_port)),
+        (host := hosts.take(), lmcache_decoder(host, init_port, alloc_port)),
+        (hosts.take(), lmcache_prefiller("127.0.0.1", notify_a)),
+        (hosts.take(), lmcache_prefiller("127.0.0.1", notify_b)),
+        (hosts.take(), lmcache_prefiller("127.0.0.1", notify_a)),
+        (hosts.take(), lmcache_prefiller("127.0.0.1", notify_a)),
+        (hosts.take(), ([], {})),
+    ]
+    with engines_running(specs) as engines:
+        d1, d2, to_a, to_b, spare1, spare2, reference = engines
+        yield LmcachePool([d1, d2], to_a, to_b, [spare1, spare2], reference, init_port, alloc_port,
+                          notify_a, notify_b)  # fmt: skip
+
+
+def lmcache_settings(pool: LmcachePool, *, prefill: list[Engine], notify_port: int, **overrides: Any) -> RouterSettings:
+    static = {"model": MODEL, "decode": tuple(d.url for d in pool.decoders), "prefill": tuple(p.url for p in prefill),
+              "threshold": THRESHOLD, "peer_init_port": pool.init_port, "peer_alloc_port": pool.alloc_port,
+              **overrides.pop("static", {})}  # fmt: skip
+    return RouterSettings(host="127.0.0.1", port=free_port(), notify_port=notify_port,
+                          static=StaticPoolSettings(**static), scrape_interval_s=0.5, handoff_timeout_s=5,
+                          **overrides)  # fmt: skip
+
+
+@pytest.fixture
+async def router_a(lmcache_pool: LmcachePool) -> AsyncIterator[str]:
+    settings = lmcache_settings(lmcache_pool, prefill=[lmcache_pool.to_a], notify_port=lmcache_pool.notify_a)
+    async with router_running(settings) as url:
+        yield url
+
+
+def client(url: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=30)
+
+
+async def ask(url: str, kind: str, prompt: str, *, stream: bool, max_tokens: int = 12) -> tuple[str, str | None, Any]:
+    """(text, x-tandem-route, usage) of one request through the SDK."""
+    async with client(url) as sdk:
+        if kind == "chat":
+            raw = await sdk.chat.completions.with_raw_response.create(
+                model=MODEL, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, stream=stream,
+                stream_options={"include_usage": True} if stream else openai.NOT_GIVEN,
+            )  # fmt: skip
+        else:
+            raw = await sdk.completions.with_raw_response.create(
+                model=MODEL, prompt=prompt, max_tokens=max_tokens, stream=stream,
+                stream_options={"include_usage": True} if stream else openai.NOT_GIVEN,
+            )  # fmt: skip
+        route = raw.headers.get("x-tandem-route")
+        answer = raw.parse()
+        if not stream:
+            choice = answer.choices[0]
+            return (choice.message.content if kind == "chat" else choice.text) or "", route, answer.usage
+        text, usage = "", None
+        async for chunk in answer:
+            usage = chunk.usage or usage
+            for choice in chunk.choices:
+                text += (choice.delta.content if kind == "chat" else choice.text) or ""
+        return text, route, usage
+
+
+def kv_counts(decoders: list[Engine], connector: str) -> tuple[float, float, float]:
+    return tuple(  # type: ignore[return-value]
+        sum(d.metric(f"tandem_sim_kv_{what}_total", connector=connector) for d in decoders)
+        for what in ("hits", "misses", "early_reads")
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("kind", ["completion", "chat"])
+async def test_lmcache_routes_by_length_and_answers_like_one_engine(
+    lmcache_pool: LmcachePool, router_a: str, kind: str, stream: bool
+) -> None:
+    hits, misses, early = kv_counts(lmcache_pool.decoders, "lmcache")
+    for prompt, expected_route in ((SHORT_PROMPT, "direct"), (LONG_PROMPT, "pd")):
+        text, route, usage = await ask(router_a, kind, prompt, stream=stream)
+        reference, _, reference_usage = await ask(lmcache_pool.reference.url, kind, prompt, stream=stream)
+        assert route == expected_route
+        assert text == reference and text
+        assert (usage.prompt_tokens, usage.completion_tokens) == (
+            reference_usage.prompt_tokens, reference_usage.completion_tokens)  # fmt: skip
+    assert kv_counts(lmcache_pool.decoders, "lmcache") == (hits + 1, misses, early)
+
+
+async def test_notification_landing_on_the_other_replica_still_completes(lmcache_pool: LmcachePool) -> None:
+    pool = lmcache_pool
+    a_settings = lmcache_settings(pool, prefill=[pool.to_b], notify_port=pool.notify_a,
+                                  notify_peers=(f"127.0.0.1:{pool.notify_b}",))  # fmt: skip
+    b_settings = lmcache_settings(pool, prefill=[pool.to_b], notify_port=pool.notify_b,
+                                  notify_peers=(f"127.0.0.1:{pool.notify_a}",))  # fmt: skip
+    async with router_running(a_settings) as url_a, router_running(b_settings) as url_b:
+        hits = kv_counts(pool.decoders, "lmcache")[0]
+        results = await asyncio.gather(*(ask(url_a, "completion", f"{i} {LONG_PROMPT}", stream=False)
+                                         for i in range(3)))  # fmt: skip
+        assert [route for _, route, _ in results] == ["pd"] * 3
+        async with httpx.AsyncClient() as http:
+            metrics_b = (await http.get(f"{url_b}/metrics")).text
+            metrics_a = (await http.get(f"{url_a}/metrics")).text
+    assert router_metric(metrics_b, "tandem_router_kv_notifications_total", disposition="forwarded") == 3
+    assert router_metric(metrics_a, "tandem_router_kv_notifications_total", disposition="own") == 3
+    assert kv_counts(pool.decoders, "lmcache")[0] == hits + 3
+
+
+@pytest.mark.parametrize("mode", [DisaggregationMode.AUTO, DisaggregationMode.ALWAYS])
+async def test_prefiller_killed_mid_handoff(lmcache_pool: LmcachePool, mode: DisaggregationMode) -> None:
+    victim = lmcache_pool.spares.pop()
+    settings = lmcache_settings(lmcache_pool, prefill=[victim], notify_port=lmcache_pool.notify_a,
+                                static={"mode": mode})  # fmt: skip
+    victim.set_faults(hang=True)  # the prefill leg is in the engine when the engine dies
+    async with router_running(settings) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        body = {"model": MODEL, "prompt": LONG_PROMPT, "max_tokens": 8}
+        pending = asyncio.create_task(http.post("/v1/completions", json=body))
+        await asyncio.sleep(0.5)
+        victim.kill()
+        answer = await pending
+        metrics = (await http.get("/metrics")).text
+    if mode == DisaggregationMode.AUTO:
+        reference = httpx.post(f"{lmcache_pool.reference.url}/v1/completions", json=body, timeout=30).json()
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-tandem-route"] == "direct"
+        assert answer.json()["choices"][0]["text"] == reference["choices"][0]["text"]
+        assert router_metric(metrics, "tandem_router_fallbacks_total", reason="prefill_failed") == 1
+    else:
+        assert answer.status_code == 503
+        assert answer.json()["error"]["code"] == "no_prefill_endpoint"
+
+
+async def test_queue_overflow_answers_429(lmcache_pool: LmcachePool) -> None:
+    decoder = lmcache_pool.decoders[0]
+    settings = RouterSettings(
+        host="127.0.0.1", port=free_port(), notify_port=free_port(), max_inflight_per_decode=1, retry_after_s=2,
+        static=StaticPoolSettings(model=MODEL, decode=(decoder.url,), max_queue=1), scrape_interval_s=0,
+    )  # fmt: skip
+    decoder.set_faults(delay_ms=1500)
+    try:
+        async with router_running(settings) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+            body = {"model": MODEL, "prompt": SHORT_PROMPT, "max_tokens": 2}
+            running = asyncio.create_task(http.post("/v1/completions", json=body))
+            await asyncio.sleep(0.2)
+            queued = asyncio.create_task(http.post("/v1/completions", json=body))
+            await asyncio.sleep(0.2)
+            refused = await http.post("/v1/completions", json=body)
+            assert refused.status_code == 429
+            assert refused.headers["Retry-After"] == "2"
+            assert refused.json()["error"]["type"] == "rate_limit_error"
+            assert [(await t).status_code for t in (running, queued)] == [200, 200]
+    finally:
+        decoder.set_faults()
+
+
+async def test_decoder_dying_mid_stream_ends_only_that_stream_with_an_error(lmcache_pool: LmcachePool) -> None:
+    decoder = lmcache_pool.decoders[1]
+    settings = RouterSettings(host="127.0.0.1", port=free_port(), notify_port=free_port(),
+                              static=StaticPoolSettings(model=MODEL, decode=(decoder.url,)), scrape_interval_s=0)  # fmt: skip
+    decoder.set_faults(close_after_chunks=2)
+    try:
+        async with router_running(settings) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+            body = {"model": MODEL, "prompt": SHORT_PROMPT, "max_tokens": 20, "stream": True}
+            async with http.stream("POST", "/v1/completions", json=body) as response:
+                events = [line async for line in response.aiter_lines() if line.startswith("data:")]
+    finally:
+        decoder.set_faults()
+    assert '"error"' in events[-1] and "[DONE]" not in "".join(events)
+    assert len(events) >= 2
+
+
+@dataclass
+class NixlPool:
+    decoder: Engine
+    prefiller: Engine
+    reference: Engine
+
+
+@pytest.fixture(scope="module")
+def nixl_pool() -> Iterator[NixlPool]:
+    hosts = Addresses()
+    specs = [(host := hosts.take(), nixl_engine(host)) for _ in range(2)] + [(hosts.take(), ([], {}))]
+    with engines_running(specs) as (decoder, prefiller, reference):
+        yield NixlPool(decoder, prefiller, reference)
+
+
+@pytest.fixture
+async def nixl_router(nixl_pool: NixlPool) -> AsyncIterator[str]:
+    static = StaticPoolSettings(model=MODEL, decode=(nixl_pool.decoder.url,), prefill=(nixl_pool.prefiller.url,),
+                                connector=KvConnector.NIXL, threshold=THRESHOLD)  # fmt: skip
+    settings = RouterSettings(host="127.0.0.1", port=free_port(), notify_port=free_port(), static=static,
+                              scrape_interval_s=0.5)  # fmt: skip
+    async with router_running(settings) as url:
+        yield url
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("kind", ["completion", "chat"])
+async def test_nixl_routes_by_length_and_answers_like_one_engine(
+    nixl_pool: NixlPool, nixl_router: str, kind: str, stream: bool
+) -> None:
+    hits, misses, _ = kv_counts([nixl_pool.decoder], "nixl")
+    for prompt, expected_route in ((SHORT_PROMPT, "direct"), (LONG_PROMPT, "pd")):
+        text, route, _ = await ask(nixl_router, kind, prompt, stream=stream)
+        reference, _, _ = await ask(nixl_pool.reference.url, kind, prompt, stream=stream)
+        assert (route, text) == (expected_route, reference)
+    assert kv_counts([nixl_pool.decoder], "nixl")[:2] == (hits + 1, misses)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+async def test_nixl_eos_on_the_first_token_returns_the_prefill_answer(
+    nixl_pool: NixlPool, nixl_router: str, stream: bool
+) -> None:
+    prompt = LONG_PROMPT + " </s>"  # the simulator's model says EOS first after an EOS in the prompt
+    lookups = nixl_pool.decoder.metric("tandem_sim_kv_lookups_total", connector="nixl")
+    text, route, _ = await ask(nixl_router, "completion", prompt, stream=stream)
+    reference, _, _ = await ask(nixl_pool.reference.url, "completion", prompt, stream=stream)
+    assert (route, text) == ("pd", reference)
+    assert nixl_pool.decoder.metric("tandem_sim_kv_lookups_total", connector="nixl") == lookups  # no decode leg
