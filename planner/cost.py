@@ -204,9 +204,8 @@ class ReplicaCost:
                 * (chunk / 2 if span is None else span)
                 / (self.bf16 * cal.attn_eff)
             )
-        return (
-            max(memory, compute) + self.communication_ms(batch + chunk) + self.layers_ms + cal.step_overhead_ms
-        )
+        fixed = self.communication_ms(batch + chunk) + self.layers_ms + cal.step_overhead_ms
+        return max(memory, compute) + fixed
 
 
 def prefill_time_ms(

@@ -28,11 +28,20 @@ from tandem.router.settings import RouterSettings
 MODEL = "tandem/sim-model"
 HASH_SEED = "1234"  # PYTHONHASHSEED: the same on every engine of a pool, or the decoder never hits
 SPEED = "50"
-LMCACHE_PRODUCER = {"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_producer",
-                    "kv_connector_extra_config": {"discard_partial_chunks": False, "lmcache_rpc_port": "producer1"}}
-LMCACHE_CONSUMER = {"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_consumer",
-                    "kv_connector_extra_config": {"discard_partial_chunks": False, "lmcache_rpc_port": "consumer1",
-                                                  "skip_last_n_tokens": 1}}
+LMCACHE_PRODUCER = {
+    "kv_connector": "LMCacheConnectorV1",
+    "kv_role": "kv_producer",
+    "kv_connector_extra_config": {"discard_partial_chunks": False, "lmcache_rpc_port": "producer1"},
+}
+LMCACHE_CONSUMER = {
+    "kv_connector": "LMCacheConnectorV1",
+    "kv_role": "kv_consumer",
+    "kv_connector_extra_config": {
+        "discard_partial_chunks": False,
+        "lmcache_rpc_port": "consumer1",
+        "skip_last_n_tokens": 1,
+    },
+}
 NIXL = {"kv_connector": "NixlConnector", "kv_role": "kv_both"}
 
 
@@ -107,14 +116,27 @@ def _lmcache_file(settings: dict[str, Any]) -> str:
 
 
 def lmcache_decoder(host: str, init_port: int, alloc_port: int) -> tuple[list[str], dict[str, str]]:
-    config = _lmcache_file({"pd_role": "receiver", "pd_peer_host": host, "pd_peer_init_port": [init_port],
-                            "pd_peer_alloc_port": [alloc_port], "pd_buffer_size": 2 * 1024**3})
+    config = _lmcache_file(
+        {
+            "pd_role": "receiver",
+            "pd_peer_host": host,
+            "pd_peer_init_port": [init_port],
+            "pd_peer_alloc_port": [alloc_port],
+            "pd_buffer_size": 2 * 1024**3,
+        }
+    )
     return ["--kv-transfer-config", json.dumps(LMCACHE_CONSUMER)], {"LMCACHE_CONFIG_FILE": config}
 
 
 def lmcache_prefiller(proxy_host: str, proxy_port: int) -> tuple[list[str], dict[str, str]]:
-    config = _lmcache_file({"pd_role": "sender", "pd_proxy_host": proxy_host, "pd_proxy_port": proxy_port,
-                            "pd_buffer_size": 1024**3})
+    config = _lmcache_file(
+        {
+            "pd_role": "sender",
+            "pd_proxy_host": proxy_host,
+            "pd_proxy_port": proxy_port,
+            "pd_buffer_size": 1024**3,
+        }
+    )
     return ["--kv-transfer-config", json.dumps(LMCACHE_PRODUCER)], {"LMCACHE_CONFIG_FILE": config}
 
 
@@ -123,18 +145,35 @@ def nixl_engine(host: str) -> tuple[list[str], dict[str, str]]:
     return ["--kv-transfer-config", json.dumps(NIXL)], env
 
 
-def start_engines(specs: list[tuple[str, tuple[list[str], dict[str, str]]]], startup_s: float = 60) -> list[Engine]:
+def start_engines(
+    specs: list[tuple[str, tuple[list[str], dict[str, str]]]], startup_s: float = 60
+) -> list[Engine]:
     """Start simulators (host, (args, env)) at once, return them once all are healthy."""
     engines = []
     for host, (args, env) in specs:
         port = free_port(host)
         with tempfile.NamedTemporaryFile(prefix="tandem-sim-", suffix=".log", delete=False) as log:
             log_path = Path(log.name)
-        command = [sys.executable, "-m", "tandem.cli", "sim", "--host", host, "--port", str(port),
-                   "--speed", SPEED, *args]
+        command = [
+            sys.executable,
+            "-m",
+            "tandem.cli",
+            "sim",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--speed",
+            SPEED,
+            *args,
+        ]
         with log_path.open("wb") as log_file:
-            process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
-                                       env={**os.environ, "PYTHONHASHSEED": HASH_SEED, **env})
+            process = subprocess.Popen(
+                command,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONHASHSEED": HASH_SEED, **env},
+            )
         config = env.get("LMCACHE_CONFIG_FILE")
         engines.append(Engine(host, port, process, log_path, [Path(config)] if config else []))
     deadline = time.monotonic() + startup_s
@@ -169,8 +208,16 @@ def engines_running(specs: list[tuple[str, tuple[list[str], dict[str, str]]]]) -
 @contextlib.asynccontextmanager
 async def router_running(settings: RouterSettings) -> AsyncIterator[str]:
     """The router app on a real socket in this event loop; yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.listen_host(), port=settings.port,
-                                           lifespan="on", log_level="warning", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings),
+            host=settings.listen_host(),
+            port=settings.port,
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+        )
+    )
     task = asyncio.create_task(server.serve())
     try:
         for _ in range(500):
@@ -183,6 +230,13 @@ async def router_running(settings: RouterSettings) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
+
+
+@contextlib.asynccontextmanager
+async def router_client(settings: RouterSettings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on a router running in-process."""
+    async with router_running(settings) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        yield http
 
 
 def router_metric(text: str, name: str, **labels: str) -> float:

@@ -12,11 +12,17 @@ from typing import Any
 
 import kubernetes.client
 import pytest
-from operator_cluster import CHILD_KINDS, OperatorThread, PoolApi, example
+from operator_cluster import CHILD_KINDS, OperatorThread, PoolApi, example, install_crd
 
 from tandem.devcluster.testing import ClusterUnderTest, ready_endpoints, wait_for
 
 pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def inferencepool_crd(kube_api: kubernetes.client.ApiClient) -> dict[str, Any]:
+    return install_crd(kube_api)
+
 
 SIM = "sim-llama"  # examples/simulator-pool.yaml: both roles (disaggregation mode Always)
 

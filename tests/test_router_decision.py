@@ -14,11 +14,13 @@ from tandem.router.decision import (
     Route,
     RoutingPolicy,
     estimate_prompt_tokens,
+    filters,
     needs_exact_count,
+    pickers,
     plan_route,
+    scorers,
     wants_disaggregation,
 )
-from tandem.router.decision import filters, pickers, scorers
 from tandem.router.errors import Ineligibility, NoEligibleEndpointError
 
 
@@ -185,8 +187,13 @@ def test_plan_route_refuses_with_reason(
 
 
 def test_plan_route_excludes_failed_endpoints() -> None:
-    plan = plan_route(LONG, AUTO, [decoder(1), decoder(2, in_flight=4)], [prefiller(1), prefiller(2, in_flight=4)],
-                      exclude={"http://10.0.1.1:8000", "http://10.0.2.1:8000"})  # fmt: skip
+    plan = plan_route(
+        LONG,
+        AUTO,
+        [decoder(1), decoder(2, in_flight=4)],
+        [prefiller(1), prefiller(2, in_flight=4)],
+        exclude={"http://10.0.1.1:8000", "http://10.0.2.1:8000"},
+    )
     assert (plan.decode.url, plan.prefill and plan.prefill.url) == (
         "http://10.0.1.2:8000",
         "http://10.0.2.2:8000",

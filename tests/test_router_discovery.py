@@ -52,13 +52,17 @@ def test_slice_version_without_a_known_one_is_an_error() -> None:
 
 
 def test_only_ready_non_terminating_endpoints_serve() -> None:
-    obj = slice_of("p-decode", "s1", [
-        endpoint("10.0.0.1"),
-        endpoint("10.0.0.2", ready=False),
-        endpoint("10.0.0.3", ready=True, terminating=True),
-        endpoint("10.0.0.4", ready=None),  # unknown readiness reads as ready
-        {"addresses": [], "conditions": {"ready": True}},
-    ])  # fmt: skip
+    obj = slice_of(
+        "p-decode",
+        "s1",
+        [
+            endpoint("10.0.0.1"),
+            endpoint("10.0.0.2", ready=False),
+            endpoint("10.0.0.3", ready=True, terminating=True),
+            endpoint("10.0.0.4", ready=None),  # unknown readiness reads as ready
+            {"addresses": [], "conditions": {"ready": True}},
+        ],
+    )
     assert [e.url for e in engine_endpoints([obj])] == ["http://10.0.0.1:8000", "http://10.0.0.4:8000"]
     assert engine_endpoints([obj])[0].name == "pod-10.0.0.1"
 
@@ -106,12 +110,14 @@ class RecordingSink:
 def test_role_comes_from_the_exact_service_name() -> None:
     sink = RecordingSink()
     tracker = SliceTracker(("llama", "llama-decode"), sink)  # type: ignore[arg-type]
-    tracker.replace([
-        slice_of("llama-decode", "a", [endpoint("10.0.0.1")]),
-        slice_of("llama-decode-decode", "b", [endpoint("10.0.0.2")]),
-        slice_of("llama-prefill", "c", [endpoint("10.0.0.3")]),
-        slice_of("llama-decode-extra", "d", [endpoint("10.0.0.4")]),  # no pool has this Service
-    ])  # fmt: skip
+    tracker.replace(
+        [
+            slice_of("llama-decode", "a", [endpoint("10.0.0.1")]),
+            slice_of("llama-decode-decode", "b", [endpoint("10.0.0.2")]),
+            slice_of("llama-prefill", "c", [endpoint("10.0.0.3")]),
+            slice_of("llama-decode-extra", "d", [endpoint("10.0.0.4")]),  # no pool has this Service
+        ]
+    )
     assert sink.endpoints[("llama", Role.DECODE)] == ["http://10.0.0.1:8000"]
     assert sink.endpoints[("llama-decode", Role.DECODE)] == ["http://10.0.0.2:8000"]
     assert sink.endpoints[("llama", Role.PREFILL)] == ["http://10.0.0.3:8000"]
@@ -165,9 +171,19 @@ def test_pool_config_from_defaults() -> None:
 
 def test_pool_config_takes_plan_threshold_and_tp() -> None:
     obj = pool_object()
-    obj["status"] = {"plan": {"feasible": True, "promptTokensThreshold": 2048,
-                              "decode": {"gpuType": "H100-80GB", "tensorParallel": 4, "pipelineParallel": 1,
-                                         "replicas": 2, "gpus": 8}}}  # fmt: skip
+    obj["status"] = {
+        "plan": {
+            "feasible": True,
+            "promptTokensThreshold": 2048,
+            "decode": {
+                "gpuType": "H100-80GB",
+                "tensorParallel": 4,
+                "pipelineParallel": 1,
+                "replicas": 2,
+                "gpus": 8,
+            },
+        }
+    }
     config = pool_config_from_resource(obj, default_threshold=1, prefill_saturation=8)
     assert config.routing.threshold == 2048
     assert config.decode_tp == 4
@@ -177,11 +193,14 @@ def test_pool_config_takes_plan_threshold_and_tp() -> None:
 def test_pool_config_pinned_values_win_over_the_plan() -> None:
     obj = pool_object(
         decode={"tensorParallel": 2},
-        disaggregation={"mode": "Always", "promptTokensThreshold": 512,
-                        "kvTransfer": {"connector": "nixl", "lmcache": {"peerInitPort": 9000}}},
+        disaggregation={
+            "mode": "Always",
+            "promptTokensThreshold": 512,
+            "kvTransfer": {"connector": "nixl", "lmcache": {"peerInitPort": 9000}},
+        },
         router={"balancePolicy": "prefix", "admissionPolicy": "slo", "maxQueue": 7},
         slo={"ttftMs": 300},
-    )  # fmt: skip
+    )
     obj["status"] = {"plan": {"feasible": True, "promptTokensThreshold": 2048}}
     config = pool_config_from_resource(obj, default_threshold=1, prefill_saturation=8)
     assert config.routing.threshold == 512
@@ -193,8 +212,15 @@ def test_pool_config_pinned_values_win_over_the_plan() -> None:
 
 
 def test_pool_config_sizes_the_decoder_buffer_from_the_architecture() -> None:
-    arch = {"numLayers": 32, "hiddenSize": 4096, "numAttentionHeads": 32, "numKvHeads": 8,
-            "intermediateSize": 14336, "vocabSize": 128256, "totalParamsB": 8}  # fmt: skip
+    arch = {
+        "numLayers": 32,
+        "hiddenSize": 4096,
+        "numAttentionHeads": 32,
+        "numKvHeads": 8,
+        "intermediateSize": 14336,
+        "vocabSize": 128256,
+        "totalParamsB": 8,
+    }
     obj = pool_object(model={"name": "m", "architecture": arch}, decode={"tensorParallel": 2})
     config = pool_config_from_resource(obj, default_threshold=1, prefill_saturation=8)
     per_token = 2 * 32 * 4 * 128 * 2  # K and V, layers, KV heads per rank, head dim, bf16
@@ -205,7 +231,16 @@ def test_pool_config_sizes_the_decoder_buffer_from_the_architecture() -> None:
 def test_kv_bytes_per_token_for_mla_ignores_tp() -> None:
     from tandem.api.spec import ModelArchitecture
 
-    mla = ModelArchitecture(num_layers=61, hidden_size=7168, num_attention_heads=128, num_kv_heads=128,
-                            intermediate_size=18432, vocab_size=129280, total_params_b=671, attention="mla",
-                            kv_lora_rank=512, qk_rope_head_dim=64)  # fmt: skip
+    mla = ModelArchitecture(
+        num_layers=61,
+        hidden_size=7168,
+        num_attention_heads=128,
+        num_kv_heads=128,
+        intermediate_size=18432,
+        vocab_size=129280,
+        total_params_b=671,
+        attention="mla",
+        kv_lora_rank=512,
+        qk_rope_head_dim=64,
+    )
     assert kv_bytes_per_token(mla, "fp8", 8) == kv_bytes_per_token(mla, "fp8", 1) == 61 * 576

@@ -30,9 +30,18 @@ def test_completion_request_facts() -> None:
 
 
 def test_chat_request_counts_message_text_and_prefers_max_completion_tokens() -> None:
-    body = {"model": "m", "messages": [{"role": "system", "content": "be brief"},
-            {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {}}]}],
-            "max_tokens": 9, "max_completion_tokens": 4}  # fmt: skip
+    body = {
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {}}],
+            },
+        ],
+        "max_tokens": 9,
+        "max_completion_tokens": 4,
+    }
     request = parse_client_request(Kind.CHAT, json.dumps(body).encode(), "r")
     assert request.prompt_text == "be brief\nhi"
     assert request.max_tokens == 4
@@ -105,14 +114,21 @@ def test_sse_parser_handles_split_chunks_and_crlf() -> None:
     assert payloads == [b"[DONE]"] and SseParser.is_done(payloads[0])
 
 
-PREFILL = {"id": "cmpl-x", "created": 111, "choices": [{"index": 0, "text": " Hello", "finish_reason": "length"}],
-           "usage": {"prompt_tokens": 10, "completion_tokens": 1}, "kv_transfer_params": {"first_tok": 42}}  # fmt: skip
+PREFILL = {
+    "id": "cmpl-x",
+    "created": 111,
+    "choices": [{"index": 0, "text": " Hello", "finish_reason": "length"}],
+    "usage": {"prompt_tokens": 10, "completion_tokens": 1},
+    "kv_transfer_params": {"first_tok": 42},
+}
 
 
 def test_composed_completion_puts_the_first_token_in_front_and_recounts_usage() -> None:
     composer = AnswerComposer(Kind.COMPLETION, "rid", "m", 10, PREFILL)
-    decoded = {"choices": [{"text": " world", "finish_reason": "length"}],
-               "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}}  # fmt: skip
+    decoded = {
+        "choices": [{"text": " world", "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
+    }
     whole = composer.whole(decoded)
     assert whole["id"] == "cmpl-rid" and whole["object"] == "text_completion"
     assert whole["choices"][0]["text"] == " Hello world"
@@ -141,8 +157,13 @@ def test_answer_that_ends_at_the_first_token() -> None:
 
 
 def test_whole_answer_as_stream_events() -> None:
-    answer = {"id": "chatcmpl-1", "created": 1, "model": "m", "usage": {"total_tokens": 3},
-              "choices": [{"message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}]}  # fmt: skip
+    answer = {
+        "id": "chatcmpl-1",
+        "created": 1,
+        "model": "m",
+        "usage": {"total_tokens": 3},
+        "choices": [{"message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}],
+    }
     events = answer_as_events(answer, Kind.CHAT, include_usage=True)
     assert events[0]["choices"][0]["delta"]["content"] == "Hi" and events[1]["usage"] == {"total_tokens": 3}
     assert len(answer_as_events(answer, Kind.CHAT, include_usage=False)) == 1

@@ -89,7 +89,7 @@ async def test_notification_at_the_wrong_replica_reaches_the_owner(replicas: tup
 
 
 async def test_unknown_owners_and_garbage_are_dropped(replicas: tuple) -> None:  # type: ignore[type-arg]
-    a, b, counts_a, counts_b = replicas
+    _, b, counts_a, counts_b = replicas
     prefiller = Prefiller(int(b.replica_id.rsplit(":", 1)[1]))
     stranger = f"127.0.0.1:{free_port()}"
     sink = zmq.Context()

@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-
 from router_support import (
     MODEL,
     Addresses,
@@ -28,6 +27,7 @@ from router_support import (
     router_metric,
     router_running,
 )
+
 from tandem.api.spec import DisaggregationMode, KvConnector
 from tandem.router.settings import RouterSettings, StaticPoolSettings
 
@@ -66,17 +66,32 @@ def lmcache_pool() -> Iterator[LmcachePool]:
     ]
     with engines_running(specs) as engines:
         d1, d2, to_a, to_b, spare1, spare2, reference = engines
-        yield LmcachePool([d1, d2], to_a, to_b, [spare1, spare2], reference, init_port, alloc_port,
-                          notify_a, notify_b)  # fmt: skip
+        yield LmcachePool(
+            [d1, d2], to_a, to_b, [spare1, spare2], reference, init_port, alloc_port, notify_a, notify_b
+        )
 
 
-def lmcache_settings(pool: LmcachePool, *, prefill: list[Engine], notify_port: int, **overrides: Any) -> RouterSettings:
-    static = {"model": MODEL, "decode": tuple(d.url for d in pool.decoders), "prefill": tuple(p.url for p in prefill),
-              "threshold": THRESHOLD, "peer_init_port": pool.init_port, "peer_alloc_port": pool.alloc_port,
-              **overrides.pop("static", {})}  # fmt: skip
-    return RouterSettings(host="127.0.0.1", port=free_port(), notify_port=notify_port,
-                          static=StaticPoolSettings(**static), scrape_interval_s=0.5, handoff_timeout_s=5,
-                          **overrides)  # fmt: skip
+def lmcache_settings(
+    pool: LmcachePool, *, prefill: list[Engine], notify_port: int, **overrides: Any
+) -> RouterSettings:
+    static = {
+        "model": MODEL,
+        "decode": tuple(d.url for d in pool.decoders),
+        "prefill": tuple(p.url for p in prefill),
+        "threshold": THRESHOLD,
+        "peer_init_port": pool.init_port,
+        "peer_alloc_port": pool.alloc_port,
+        **overrides.pop("static", {}),
+    }
+    return RouterSettings(
+        host="127.0.0.1",
+        port=free_port(),
+        notify_port=notify_port,
+        static=StaticPoolSettings(**static),
+        scrape_interval_s=0.5,
+        handoff_timeout_s=5,
+        **overrides,
+    )
 
 
 @pytest.fixture
@@ -90,19 +105,27 @@ def client(url: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=30)
 
 
-async def ask(url: str, kind: str, prompt: str, *, stream: bool, max_tokens: int = 12) -> tuple[str, str | None, Any]:
+async def ask(
+    url: str, kind: str, prompt: str, *, stream: bool, max_tokens: int = 12
+) -> tuple[str, str | None, Any]:
     """(text, x-tandem-route, usage) of one request through the SDK."""
     async with client(url) as sdk:
         if kind == "chat":
             raw = await sdk.chat.completions.with_raw_response.create(
-                model=MODEL, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, stream=stream,
+                model=MODEL,
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=max_tokens,
+                stream=stream,
                 stream_options={"include_usage": True} if stream else openai.NOT_GIVEN,
-            )  # fmt: skip
+            )
         else:
             raw = await sdk.completions.with_raw_response.create(
-                model=MODEL, prompt=prompt, max_tokens=max_tokens, stream=stream,
+                model=MODEL,
+                prompt=prompt,
+                max_tokens=max_tokens,
+                stream=stream,
                 stream_options={"include_usage": True} if stream else openai.NOT_GIVEN,
-            )  # fmt: skip
+            )
         route = raw.headers.get("x-tandem-route")
         answer = raw.parse()
         if not stream:
@@ -135,20 +158,25 @@ async def test_lmcache_routes_by_length_and_answers_like_one_engine(
         assert route == expected_route
         assert text == reference and text
         assert (usage.prompt_tokens, usage.completion_tokens) == (
-            reference_usage.prompt_tokens, reference_usage.completion_tokens)  # fmt: skip
+            reference_usage.prompt_tokens,
+            reference_usage.completion_tokens,
+        )
     assert kv_counts(lmcache_pool.decoders, "lmcache") == (hits + 1, misses, early)
 
 
 async def test_notification_landing_on_the_other_replica_still_completes(lmcache_pool: LmcachePool) -> None:
     pool = lmcache_pool
-    a_settings = lmcache_settings(pool, prefill=[pool.to_b], notify_port=pool.notify_a,
-                                  notify_peers=(f"127.0.0.1:{pool.notify_b}",))  # fmt: skip
-    b_settings = lmcache_settings(pool, prefill=[pool.to_b], notify_port=pool.notify_b,
-                                  notify_peers=(f"127.0.0.1:{pool.notify_a}",))  # fmt: skip
+    a_settings = lmcache_settings(
+        pool, prefill=[pool.to_b], notify_port=pool.notify_a, notify_peers=(f"127.0.0.1:{pool.notify_b}",)
+    )
+    b_settings = lmcache_settings(
+        pool, prefill=[pool.to_b], notify_port=pool.notify_b, notify_peers=(f"127.0.0.1:{pool.notify_a}",)
+    )
     async with router_running(a_settings) as url_a, router_running(b_settings) as url_b:
         hits = kv_counts(pool.decoders, "lmcache")[0]
-        results = await asyncio.gather(*(ask(url_a, "completion", f"{i} {LONG_PROMPT}", stream=False)
-                                         for i in range(3)))  # fmt: skip
+        results = await asyncio.gather(
+            *(ask(url_a, "completion", f"{i} {LONG_PROMPT}", stream=False) for i in range(3))
+        )
         assert [route for _, route, _ in results] == ["pd"] * 3
         async with httpx.AsyncClient() as http:
             metrics_b = (await http.get(f"{url_b}/metrics")).text
@@ -161,8 +189,9 @@ async def test_notification_landing_on_the_other_replica_still_completes(lmcache
 @pytest.mark.parametrize("mode", [DisaggregationMode.AUTO, DisaggregationMode.ALWAYS])
 async def test_prefiller_killed_mid_handoff(lmcache_pool: LmcachePool, mode: DisaggregationMode) -> None:
     victim = lmcache_pool.spares.pop()
-    settings = lmcache_settings(lmcache_pool, prefill=[victim], notify_port=lmcache_pool.notify_a,
-                                static={"mode": mode})  # fmt: skip
+    settings = lmcache_settings(
+        lmcache_pool, prefill=[victim], notify_port=lmcache_pool.notify_a, static={"mode": mode}
+    )
     victim.set_faults(hang=True)  # the prefill leg is in the engine when the engine dies
     async with router_running(settings) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
         body = {"model": MODEL, "prompt": LONG_PROMPT, "max_tokens": 8}
@@ -172,7 +201,8 @@ async def test_prefiller_killed_mid_handoff(lmcache_pool: LmcachePool, mode: Dis
         answer = await pending
         metrics = (await http.get("/metrics")).text
     if mode == DisaggregationMode.AUTO:
-        reference = httpx.post(f"{lmcache_pool.reference.url}/v1/completions", json=body, timeout=30).json()
+        async with httpx.AsyncClient(base_url=lmcache_pool.reference.url, timeout=30) as http:
+            reference = (await http.post("/v1/completions", json=body)).json()
         assert answer.status_code == 200, answer.text
         assert answer.headers["x-tandem-route"] == "direct"
         assert answer.json()["choices"][0]["text"] == reference["choices"][0]["text"]
@@ -185,9 +215,14 @@ async def test_prefiller_killed_mid_handoff(lmcache_pool: LmcachePool, mode: Dis
 async def test_queue_overflow_answers_429(lmcache_pool: LmcachePool) -> None:
     decoder = lmcache_pool.decoders[0]
     settings = RouterSettings(
-        host="127.0.0.1", port=free_port(), notify_port=free_port(), max_inflight_per_decode=1, retry_after_s=2,
-        static=StaticPoolSettings(model=MODEL, decode=(decoder.url,), max_queue=1), scrape_interval_s=0,
-    )  # fmt: skip
+        host="127.0.0.1",
+        port=free_port(),
+        notify_port=free_port(),
+        max_inflight_per_decode=1,
+        retry_after_s=2,
+        static=StaticPoolSettings(model=MODEL, decode=(decoder.url,), max_queue=1),
+        scrape_interval_s=0,
+    )
     decoder.set_faults(delay_ms=1500)
     try:
         async with router_running(settings) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
@@ -205,10 +240,17 @@ async def test_queue_overflow_answers_429(lmcache_pool: LmcachePool) -> None:
         decoder.set_faults()
 
 
-async def test_decoder_dying_mid_stream_ends_only_that_stream_with_an_error(lmcache_pool: LmcachePool) -> None:
+async def test_decoder_dying_mid_stream_ends_only_that_stream_with_an_error(
+    lmcache_pool: LmcachePool,
+) -> None:
     decoder = lmcache_pool.decoders[1]
-    settings = RouterSettings(host="127.0.0.1", port=free_port(), notify_port=free_port(),
-                              static=StaticPoolSettings(model=MODEL, decode=(decoder.url,)), scrape_interval_s=0)  # fmt: skip
+    settings = RouterSettings(
+        host="127.0.0.1",
+        port=free_port(),
+        notify_port=free_port(),
+        static=StaticPoolSettings(model=MODEL, decode=(decoder.url,)),
+        scrape_interval_s=0,
+    )
     decoder.set_faults(close_after_chunks=2)
     try:
         async with router_running(settings) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
@@ -238,10 +280,16 @@ def nixl_pool() -> Iterator[NixlPool]:
 
 @pytest.fixture
 async def nixl_router(nixl_pool: NixlPool) -> AsyncIterator[str]:
-    static = StaticPoolSettings(model=MODEL, decode=(nixl_pool.decoder.url,), prefill=(nixl_pool.prefiller.url,),
-                                connector=KvConnector.NIXL, threshold=THRESHOLD)  # fmt: skip
-    settings = RouterSettings(host="127.0.0.1", port=free_port(), notify_port=free_port(), static=static,
-                              scrape_interval_s=0.5)  # fmt: skip
+    static = StaticPoolSettings(
+        model=MODEL,
+        decode=(nixl_pool.decoder.url,),
+        prefill=(nixl_pool.prefiller.url,),
+        connector=KvConnector.NIXL,
+        threshold=THRESHOLD,
+    )
+    settings = RouterSettings(
+        host="127.0.0.1", port=free_port(), notify_port=free_port(), static=static, scrape_interval_s=0.5
+    )
     async with router_running(settings) as url:
         yield url
 
@@ -268,4 +316,6 @@ async def test_nixl_eos_on_the_first_token_returns_the_prefill_answer(
     text, route, _ = await ask(nixl_router, "completion", prompt, stream=stream)
     reference, _, _ = await ask(nixl_pool.reference.url, "completion", prompt, stream=stream)
     assert (route, text) == ("pd", reference)
-    assert nixl_pool.decoder.metric("tandem_sim_kv_lookups_total", connector="nixl") == lookups  # no decode leg
+    assert (
+        nixl_pool.decoder.metric("tandem_sim_kv_lookups_total", connector="nixl") == lookups
+    )  # no decode leg

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from pydantic import ValidationError
+
 from tandem.planner import cost
 from tandem.planner.calibration import Calibration, class_defaults, default_calibration_dir
 from tandem.planner.catalog import Catalog, load_catalog
@@ -166,11 +168,20 @@ def objective(points: Sequence[Point], gpu: GpuSpec, calibration: Calibration) -
 
 
 def _to_free(name: str, value: float) -> float:
-    return math.log(value / (1 - value)) if name in FRACTIONS and value < 1 else math.log(max(value, 1e-6))
+    """The search's coordinate of a parameter (a start at a bound moves just inside it)."""
+    if name in FRACTIONS:
+        inside = min(max(value, 1e-6), 1 - 1e-6)
+        return math.log(inside / (1 - inside))
+    return math.log(max(value, 1e-6))
 
 
 def _from_free(name: str, u: float) -> float:
     return 1 / (1 + math.exp(-u)) if name in FRACTIONS else math.exp(u)
+
+
+def _along(origin: Sequence[float], toward: Sequence[float], t: float) -> list[float]:
+    """origin + t * (toward - origin)."""
+    return [o + t * (w - o) for o, w in zip(origin, toward, strict=True)]
 
 
 def nelder_mead(
@@ -186,26 +197,22 @@ def nelder_mead(
         if values[-1] - values[0] <= 1e-12 * (1 + abs(values[0])):
             break
         centroid = [sum(x[j] for x in simplex[:-1]) / n for j in range(n)]
-
-        def along(t: float) -> list[float]:  # centroid + t * (worst - centroid)
-            return [c + t * (w - c) for c, w in zip(centroid, simplex[-1], strict=True)]
-
-        reflected = along(-1.0)
+        worst = simplex[-1]
+        reflected = _along(centroid, worst, -1.0)
         fr = f(reflected)
         if fr < values[0]:
-            expanded = along(-2.0)
+            expanded = _along(centroid, worst, -2.0)
             fe = f(expanded)
             simplex[-1], values[-1] = (expanded, fe) if fe < fr else (reflected, fr)
         elif fr < values[-2]:
             simplex[-1], values[-1] = reflected, fr
         else:
-            contracted = along(-0.5 if fr < values[-1] else 0.5)
+            contracted = _along(centroid, worst, -0.5 if fr < values[-1] else 0.5)
             fc = f(contracted)
             if fc < min(fr, values[-1]):
                 simplex[-1], values[-1] = contracted, fc
             else:  # shrink towards the best vertex
-                best = simplex[0]
-                simplex = [best] + [[b + 0.5 * (x - b) for b, x in zip(best, v, strict=True)] for v in simplex[1:]]
+                simplex = [simplex[0]] + [_along(simplex[0], v, 0.5) for v in simplex[1:]]
                 values = [values[0]] + [f(x) for x in simplex[1:]]
     best_index = min(range(n + 1), key=values.__getitem__)
     return simplex[best_index], values[best_index]
@@ -234,12 +241,25 @@ def rounded(calibration: Calibration) -> Calibration:
     return calibration.model_copy(update={n: round(getattr(calibration, n), d) for n, d in DECIMALS.items()})
 
 
-def fit(measurements: Measurements, gpu: GpuSpec) -> Calibration:
-    """The fitted calibration of `gpu` (class defaults for what is not fitted), rounded as shipped."""
-    calibration = class_calibration(gpu)
+def fit(measurements: Measurements, gpu: GpuSpec, fixed: Mapping[str, float] | None = None) -> Calibration:
+    """The fitted calibration of `gpu` (class defaults for what is not fitted), rounded as shipped.
+    `fixed` holds parameters kept at a given value instead of fitted."""
+    fixed = fixed or {}
+    calibration = Calibration(**{**class_calibration(gpu).model_dump(), **fixed})  # validates `fixed`
     for phase, names in FITTED:
-        calibration = fit_parameters(measurements.select(phase, "fit"), gpu, calibration, names)
+        free = [n for n in names if n not in fixed]
+        calibration = fit_parameters(measurements.select(phase, "fit"), gpu, calibration, free)
     return rounded(calibration)
+
+
+def _fixed_parameter(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    if name not in DECIMALS:
+        raise argparse.ArgumentTypeError(f"{name!r} is not a fitted parameter ({', '.join(DECIMALS)})")
+    try:
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=NUMBER") from None
 
 
 def lowest_mfu_decode(points: Sequence[Point], gpu: GpuSpec, calibration: Calibration) -> float:
@@ -259,14 +279,16 @@ def lowest_mfu_decode(points: Sequence[Point], gpu: GpuSpec, calibration: Calibr
     return high
 
 
-def render(calibration: Calibration, gpu: GpuSpec, measurements: Measurements, mfu_decode_floor: float) -> str:
+def render(
+    calibration: Calibration, gpu: GpuSpec, measurements: Measurements, mfu_decode_floor: float
+) -> str:
     """The YAML file: the source line, the fitted keys with their meaning, how the fit did."""
     lines = [
         f"# {gpu.name}: efficiencies fitted by benchmarks/calibration/fit.py. Do not edit by hand; re-run it",
         "# (benchmarks/calibration/README.md, 'Fit and accuracy'). Keys not set here come from the class",
-        f"# defaults ({gpu.calibration_class} in defaults.yaml), including mfu_decode: every measured decode "
-        f"step is memory-bound",
-        f"# for any mfu_decode >= {math.ceil(mfu_decode_floor * 100) / 100:.2f}, so the data gives it no value.",
+        f"# defaults ({gpu.calibration_class} in defaults.yaml), including mfu_decode: every measured decode",
+        f"# step is memory-bound for any mfu_decode >= {math.ceil(mfu_decode_floor * 100) / 100:.2f}, so the "
+        "data gives it no value.",
     ]
     for phase, _ in FITTED:
         points = measurements.select(phase, "fit")
@@ -292,23 +314,42 @@ def _relative(path: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("csv", type=Path, help="measure.py output, e.g. benchmarks/calibration/results/h100_sxm.csv")
+    parser.add_argument(
+        "csv", type=Path, help="measure.py output, e.g. benchmarks/calibration/results/h100_sxm.csv"
+    )
     parser.add_argument("--gpu", help="catalog GPU name (default: from the CSV's gpu_name)")
-    parser.add_argument("--out", type=Path, help="YAML to write (default: the planner's data/calibration/<GPU>.yaml)")
+    parser.add_argument(
+        "--out", type=Path, help="YAML to write (default: the planner's data/calibration/<GPU>.yaml)"
+    )
     parser.add_argument("--date", default=datetime.date.today().isoformat(), help="date for the source line")
+    parser.add_argument(
+        "--fix",
+        type=_fixed_parameter,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="keep a parameter at VALUE instead of fitting it (e.g. layer_overhead_us=0); repeatable",
+    )
     args = parser.parse_args(argv)
 
     catalog = load_catalog()
     measurements = read_measurements(args.csv, catalog)
     gpu = catalog.gpu(args.gpu) if args.gpu else catalog_gpu(measurements.gpu_name, catalog)
-    options = [*(["--gpu", args.gpu] if args.gpu else []), *(["--out", _relative(args.out)] if args.out else [])]
+    options = [f"--fix {name}={value:g}" for name, value in args.fix]
+    options += [
+        *(["--gpu", args.gpu] if args.gpu else []),
+        *(["--out", _relative(args.out)] if args.out else []),
+    ]
     command = " ".join(["python", "benchmarks/calibration/fit.py", _relative(args.csv), *options])
     fitted_points = sum(len(measurements.select(phase, "fit")) for phase in PHASES)
     source = (
         f"fit of {args.date}: {_relative(args.csv)} ({measurements.gpu_name}, torch "
         f"{measurements.torch_version}, {fitted_points} timed points with split=fit), by `{command}`"
     )
-    calibration = fit(measurements, gpu).model_copy(update={"source": source})
+    try:
+        calibration = fit(measurements, gpu, dict(args.fix)).model_copy(update={"source": source})
+    except ValidationError as exc:
+        parser.error(f"--fix: {exc}")
     floor = lowest_mfu_decode(measurements.select("decode", "fit"), gpu, calibration)
     text = render(calibration, gpu, measurements, floor)
     out = args.out or default_calibration_dir() / f"{gpu.name}.yaml"
