@@ -21,6 +21,7 @@ from types import TracebackType
 import kubernetes.client
 
 from tandem.devcluster.assets import find_assets
+from tandem.devcluster.containers import check_runtime
 from tandem.devcluster.errors import DevClusterError
 from tandem.devcluster.layout import pod_instances
 from tandem.devcluster.processes import signal_group, tail
@@ -73,6 +74,7 @@ class DevCluster:
         if self._process is not None:
             raise DevClusterError("this DevCluster is already started")
         assets = find_assets(self._assets)
+        check_runtime()
         work_dir = self._work_dir or Path(tempfile.mkdtemp(prefix="tandem-devcluster-"))
         self._work_dir = work_dir
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -167,10 +169,11 @@ class DevCluster:
 
     def pod_logs(self, namespace: str, name: str, container: str | None = None) -> str:
         """The output (stdout and stderr) of a pod's container, across restarts; with no
-        ``container``, every container's, in name order. The newest pod of that name is read."""
+        ``container``, every container's, in name order. The newest pod of that name is read;
+        before any has started, the output is empty."""
         instances = pod_instances(self.work_dir / "pods", namespace, name)
         if not instances:
-            raise DevClusterError(f"no pod {namespace}/{name} has run on this devcluster")
+            return ""
         newest = instances[-1]
         logs = sorted(newest.glob("*.log")) if container is None else [newest / f"{container}.log"]
         return "".join(log.read_text(errors="replace") for log in logs if log.exists())

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from tandem.devcluster.env import EnvError
+from tandem.devcluster.errors import DevClusterError
 from tandem.devcluster.images import NOT_RUNNABLE_REASON, ImageNotRunnableError
 from tandem.devcluster.launch import ContainerLaunch
 from tandem.devcluster.podstatus import ContainerStatus, Running, Terminated, Waiting, now
 from tandem.devcluster.probes import ProbeTiming, ProbeTracker, check
 from tandem.devcluster.processes import spawn, stop_group
+from tandem.devcluster.tasks import background
 from tandem.devcluster.volumes import VolumeError
 
 _CONFIG_RETRY_SECONDS = 2.0
@@ -32,8 +36,8 @@ _CONFIG_RETRY_SECONDS = 2.0
 class Backoff:
     """Restart delays: ``initial`` doubling per consecutive crash, capped at ``maximum`` (seconds)."""
 
-    initial: float = 1.0
-    maximum: float = 60.0
+    initial: float
+    maximum: float
 
     def delay(self, crashes: int) -> float:
         return float(min(self.initial * 2 ** max(crashes - 1, 0), self.maximum))
@@ -46,6 +50,17 @@ def restarts(restart_policy: str, exit_code: int, init: bool) -> bool:
     if init or restart_policy == "OnFailure":
         return exit_code != 0
     return True
+
+
+def check_runtime() -> None:
+    """Pods run in private mount namespaces: that needs root and util-linux unshare/nsenter."""
+    if os.geteuid() != 0:
+        raise DevClusterError(
+            "the devcluster kubelet runs each pod in a private mount namespace (unshare -m), which needs root"
+        )
+    missing = [program for program in ("unshare", "nsenter") if shutil.which(program) is None]
+    if missing:
+        raise DevClusterError(f"the devcluster kubelet needs util-linux {' and '.join(missing)} on PATH")
 
 
 def write_launch(launch: ContainerLaunch, launch_file: Path) -> None:
@@ -103,7 +118,7 @@ class ContainerRunner:
         self._readiness: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"container {self._container.name}")
+        self._task = background(self._run(), name=f"container {self._container.name}")
 
     async def wait(self) -> None:
         """Until the container ends for good (never, for a restarting one)."""
@@ -140,7 +155,12 @@ class ContainerRunner:
                 self._set(state=Waiting("CreateContainerConfigError", str(exc)))
                 await asyncio.sleep(_CONFIG_RETRY_SECONDS)
                 continue
-            terminated = await self._run_once(launch)
+            try:
+                terminated = await self._run_once(launch)
+            except OSError as exc:  # the runtime itself failed (unshare missing, disk full ...)
+                self._set(state=Waiting("RunContainerError", str(exc)))
+                await asyncio.sleep(self._settings.backoff.delay(crashes := crashes + 1))
+                continue
             if not restarts(self._settings.restart_policy, terminated.exit_code, self._settings.init):
                 return
             ran = (terminated.finished_at - terminated.started_at).total_seconds()

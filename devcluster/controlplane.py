@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
+import shutil
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,6 +33,7 @@ HOST = HOST_IP
 _KUBERNETES_NAMES = ("kubernetes", "kubernetes.default", "kubernetes.default.svc")
 _STARTUP_TIMEOUT = 90.0
 _STOP_GRACE = 10.0
+_PORT_ATTEMPTS = 3
 # Controllers that need a cloud, real nodes or volumes stay off; Services need no IPAM controller.
 # The Endpoints controller is off too: Endpoints may not hold loopback addresses (pod IPs here are
 # 127.0.1.x), so it could only retry failing writes. EndpointSlices accept them and carry the data.
@@ -175,17 +177,50 @@ async def _get_ok(session: aiohttp.ClientSession, url: str, **kwargs: Any) -> bo
         return response.status == 200
 
 
-async def _start(
-    stack: AsyncExitStack, name: str, argv: list[str], logs: Path
-) -> tuple[asyncio.subprocess.Process, Path]:
-    log = logs / f"{name}.log"
-    process = await spawn(argv, log)
+def _port_taken(log: Path, offset: int) -> bool:
+    """Whether the log, from ``offset`` on, says a port was taken (between choosing and binding it)."""
+    with log.open("rb") as handle:
+        handle.seek(offset)
+        return b"address already in use" in handle.read()
 
+
+async def start_healthy(
+    stack: AsyncExitStack,
+    name: str,
+    logs: Path,
+    ports: int,
+    argv: Callable[[list[int]], list[str]],
+    healthy: Callable[[list[int]], Callable[[], Awaitable[bool]]],
+) -> list[int]:
+    """Start ``name`` on ``ports`` fresh free ports and wait until it is healthy; the ports.
+
+    A free port can be taken by someone else before the program binds it (many clusters share
+    this machine), so that failure is retried on other ports.
+    """
+    log = logs / f"{name}.log"
+    attempt = 0
+    while True:
+        attempt += 1
+        chosen = [free_port() for _ in range(ports)]
+        offset = log.stat().st_size if log.exists() else 0
+        process = await spawn(argv(chosen), log)
+        try:
+            await _wait_healthy(name, process, log, healthy(chosen))
+        except BaseException as exc:
+            await stop_group(process, _STOP_GRACE)
+            retry = isinstance(exc, DevClusterError) and attempt < _PORT_ATTEMPTS and _port_taken(log, offset)
+            if not retry:
+                raise
+            continue
+        _stop_on_exit(stack, process)
+        return chosen
+
+
+def _stop_on_exit(stack: AsyncExitStack, process: asyncio.subprocess.Process) -> None:
     async def stop() -> None:
         await stop_group(process, _STOP_GRACE)
 
     stack.push_async_callback(stop)
-    return process, log
 
 
 @asynccontextmanager
@@ -204,31 +239,40 @@ async def control_plane(
     token_file = directory / "tokens.csv"
     token_file.write_text(f"{token},admin,admin,system:masters\n")
     token_file.chmod(0o600)
-    etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
-    server = f"https://{HOST}:{api_port}"
-    kubeconfig = directory / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump(render_kubeconfig(server, pki.ca_cert.read_bytes(), token)))
-    kubeconfig.chmod(0o600)
     tls = ssl.create_default_context(cafile=str(pki.ca_cert))
+    authorization = {"Authorization": f"Bearer {token}"}
+    etcd_data = directory / "etcd"
+
+    def etcd(ports: list[int]) -> list[str]:
+        shutil.rmtree(etcd_data, ignore_errors=True)  # nothing of a failed attempt is kept
+        return etcd_argv(assets, etcd_data, *ports)
+
     async with AsyncExitStack() as stack:
         session = await stack.enter_async_context(aiohttp.ClientSession())
-        etcd, etcd_log = await _start(
-            stack, "etcd", etcd_argv(assets, directory / "etcd", etcd_port, peer_port), logs
+        etcd_port, _ = await start_healthy(
+            stack,
+            "etcd",
+            logs,
+            2,
+            etcd,
+            lambda ports: lambda: _get_ok(session, f"http://{HOST}:{ports[0]}/health"),
         )
-        await _wait_healthy(
-            "etcd", etcd, etcd_log, lambda: _get_ok(session, f"http://{HOST}:{etcd_port}/health")
-        )
-        apiserver_args = apiserver_argv(
-            assets, pki, etcd_port, api_port, token_file, directory / "certs", slot.service_cidr
-        )
-        apiserver, apiserver_log = await _start(stack, "kube-apiserver", apiserver_args, logs)
-        await _wait_healthy(
+        [api_port] = await start_healthy(
+            stack,
             "kube-apiserver",
-            apiserver,
-            apiserver_log,
-            lambda: _get_ok(
-                session, f"{server}/readyz", ssl=tls, headers={"Authorization": f"Bearer {token}"}
+            logs,
+            1,
+            lambda ports: apiserver_argv(
+                assets, pki, etcd_port, ports[0], token_file, directory / "certs", slot.service_cidr
+            ),
+            lambda ports: (
+                lambda: _get_ok(session, f"https://{HOST}:{ports[0]}/readyz", ssl=tls, headers=authorization)
             ),
         )
-        await _start(stack, "kube-controller-manager", controller_manager_argv(assets, pki, kubeconfig), logs)
+        server = f"https://{HOST}:{api_port}"
+        kubeconfig = directory / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(render_kubeconfig(server, pki.ca_cert.read_bytes(), token)))
+        kubeconfig.chmod(0o600)
+        controller_manager = controller_manager_argv(assets, pki, kubeconfig)
+        _stop_on_exit(stack, await spawn(controller_manager, logs / "kube-controller-manager.log"))
         yield ControlPlaneAccess(server=server, token=token, kubeconfig=kubeconfig, ca_cert=pki.ca_cert)

@@ -26,6 +26,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from tandem.devcluster.network import PodAddresses
 from tandem.devcluster.podstatus import now, timestamp
 from tandem.devcluster.podworker import NodeContext, PodWorker, grace_seconds
+from tandem.devcluster.tasks import background
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,9 @@ class Kubelet:
                 await self._sync(key, pod)
             except ApiException as exc:
                 log.warning("pod %s/%s: %s %s", key[0], key[1], exc.status, exc.reason)
+            except Exception:
+                # One pod the kubelet cannot handle must not stop it handling the others.
+                log.exception("pod %s/%s: cannot sync", key[0], key[1])
 
     async def stop(self) -> None:
         """Stop every pod's processes: SIGTERM, SIGKILL after ``_SHUTDOWN_GRACE`` at most."""
@@ -162,8 +166,8 @@ class Kubelet:
         worker = self._workers.get(key)
         if worker is not None and (pod is None or pod.metadata.uid != worker.uid):
             # Gone from the API (or replaced by a namesake): its processes go too.
-            self._forget(key)
-            self._spawn(self._retire(worker, grace_seconds(pod) if pod is not None else 0.0, delete=False))
+            del self._workers[key]
+            self._retire(key, worker, worker.grace, delete=None)
             worker = None
         if pod is None:
             return
@@ -176,9 +180,8 @@ class Kubelet:
         if pod.metadata.deletion_timestamp is not None:
             if worker is None:
                 await self._delete(pod)
-            elif not worker.terminating:
-                worker.terminating = True
-                self._spawn(self._retire(worker, grace_seconds(pod), delete=True, pod=pod))
+            else:
+                self._retire(key, worker, grace_seconds(pod), delete=pod)
             return
         if worker is None:
             worker = PodWorker(pod, self._addresses.allocate(), self._node)
@@ -187,20 +190,23 @@ class Kubelet:
         else:
             worker.update(pod)
 
-    def _forget(self, key: tuple[str, str]) -> None:
-        self._workers.pop(key, None)
+    def _retire(self, key: tuple[str, str], worker: PodWorker, grace: float, delete: Any) -> None:
+        """Stop ``worker``'s pod in the background (once), then delete the pod ``delete`` if given."""
+        if worker.terminating:
+            return
+        worker.terminating = True
 
-    def _spawn(self, work: Any) -> None:
-        task = asyncio.create_task(work)
+        async def retire() -> None:
+            await worker.stop(grace)
+            self._addresses.release(worker.pod_ip)
+            if self._workers.get(key) is worker:
+                del self._workers[key]
+            if delete is not None:
+                await self._delete(delete)
+
+        task = background(retire(), name=f"retire {key[0]}/{key[1]}")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def _retire(self, worker: PodWorker, grace: float, delete: bool, pod: Any = None) -> None:
-        await worker.stop(grace)
-        self._addresses.release(worker.pod_ip)
-        if delete and pod is not None:
-            self._forget((pod.metadata.namespace, pod.metadata.name))
-            await self._delete(pod)
 
     async def _delete(self, pod: Any) -> None:
         body = {"gracePeriodSeconds": 0, "preconditions": {"uid": pod.metadata.uid}}

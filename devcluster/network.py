@@ -15,7 +15,6 @@ the supervisor process (the kernel drops it when the process ends, however it en
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import ipaddress
 import os
@@ -102,5 +101,4 @@ class PodAddresses:
         raise DevClusterError(f"no pod IP left in {self._first} - {self._last}")
 
     def release(self, address: str) -> None:
-        with contextlib.suppress(ValueError):
-            self._taken.remove(ipaddress.IPv4Address(address))
+        self._taken.discard(ipaddress.IPv4Address(address))

@@ -30,19 +30,9 @@ from tandem.devcluster.podworker import NodeContext
 from tandem.devcluster.proxy import ServiceProxy
 from tandem.devcluster.services import Catalog, build_catalog
 from tandem.devcluster.settings import NodeSettings
+from tandem.devcluster.tasks import background
 
 _SYNC_TIMEOUT = 30.0
-
-
-def check_runtime() -> None:
-    """Pods run in private mount namespaces: that needs root and util-linux unshare/nsenter."""
-    if os.geteuid() != 0:
-        raise DevClusterError(
-            "the devcluster kubelet runs each pod in a private mount namespace (unshare -m), which needs root"
-        )
-    missing = [program for program in ("unshare", "nsenter") if shutil.which(program) is None]
-    if missing:
-        raise DevClusterError(f"the devcluster kubelet needs util-linux {' and '.join(missing)} on PATH")
 
 
 def api_client(access: ControlPlaneAccess) -> client.ApiClient:
@@ -130,7 +120,6 @@ async def node_agent(
 ) -> AsyncIterator[None]:
     """Run the node (kubelet, proxy, DNS) against the control plane; pods' state under ``directory``,
     pod IPs from ``slot``."""
-    check_runtime()
     async with api_client(access) as api, _running_node(api, access, directory, settings, slot):
         yield
 
@@ -170,7 +159,7 @@ async def _running_node(
         catalog=lambda: feed.catalog,
     )
     kubelet = Kubelet(NodeShape(settings.name, settings.gpus, settings.labels), node, PodAddresses(slot))
-    services = asyncio.create_task(feed.run(), name="services")
+    services = background(feed.run(), name="services")
     pods: list[asyncio.Task[None]] = []
     try:
         async with asyncio.timeout(_SYNC_TIMEOUT):
@@ -179,8 +168,8 @@ async def _running_node(
         await _service_account_ready(core)
         informer = Informer("pods", core.list_pod_for_all_namespaces, kubelet.on_pod_event)
         pods = [
-            asyncio.create_task(informer.run(), name="pods"),
-            asyncio.create_task(kubelet.run(), name="kubelet"),
+            background(informer.run(), name="pods"),
+            background(kubelet.run(), name="kubelet"),
         ]
         yield
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import sys
 import time
@@ -29,6 +30,7 @@ from tandem.devcluster.launch import ContainerLaunch
 from tandem.devcluster.layout import pod_directory
 from tandem.devcluster.podstatus import ContainerStatus, PodSnapshot, Waiting, now, pod_status_json
 from tandem.devcluster.services import Catalog
+from tandem.devcluster.tasks import background
 from tandem.devcluster.volumes import (
     PodVolumes,
     VolumeError,
@@ -98,7 +100,8 @@ class PodWorker:
         self._runners: list[ContainerRunner] = []
         self._dirty = asyncio.Event()
         self._conditions: dict[str, tuple[str, str]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._run_task: asyncio.Task[None] | None = None
+        self._publish_task: asyncio.Task[None] | None = None
         self.terminating = False
         self._tokens: dict[tuple[str | None, int], tuple[float, str]] = {}
 
@@ -116,26 +119,28 @@ class PodWorker:
                 subdomain=spec.subdomain,
             ),
         )
-        self._tasks = [
-            asyncio.create_task(self._publish(), name=f"status {self._namespace}/{self._name}"),
-            asyncio.create_task(self._run(), name=f"pod {self._namespace}/{self._name}"),
-        ]
+        self._publish_task = background(self._publish(), name=f"status {self._namespace}/{self._name}")
+        self._run_task = background(self._run(), name=f"pod {self._namespace}/{self._name}")
         self._dirty.set()
 
     def update(self, pod: Any) -> None:
         self._pod = pod
 
+    @property
+    def grace(self) -> float:
+        """The grace period the pod asks for when its processes are stopped."""
+        return grace_seconds(self._pod)
+
     async def stop(self, grace: float) -> None:
         """Stop all processes (SIGTERM, then SIGKILL after ``grace``) and the worker's tasks."""
         self.terminating = True
-        run = self._tasks[1] if len(self._tasks) > 1 else None
-        if run is not None:
-            run.cancel()
+        if self._run_task is not None:
+            self._run_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await run
+                await self._run_task
         await asyncio.gather(*(runner.stop(grace) for runner in self._runners))
-        for task in self._tasks:
-            task.cancel()
+        if self._publish_task is not None:
+            self._publish_task.cancel()
         self._node.hosts.remove(self.uid)
         self._volumes.remove()
 
@@ -169,9 +174,14 @@ class PodWorker:
             try:
                 await self._volumes.prepare(self._pod.spec.volumes or [], self._facts(), self._sources())
                 return
-            except VolumeError as exc:
+            except (VolumeError, ApiException) as exc:
+                message = (
+                    f"MountVolume: {exc}"
+                    if isinstance(exc, VolumeError)
+                    else f"MountVolume: API {exc.status}"
+                )
                 for status in [*self._init_statuses, *self._statuses]:
-                    status.state = Waiting("ContainerCreating", f"MountVolume: {exc}")
+                    status.state = Waiting("ContainerCreating", message)
                 self._changed()
             await asyncio.sleep(2.0)
 
@@ -299,6 +309,8 @@ class PodWorker:
         if not working_dir:
             default = self.directory / "work" / container.name
             default.mkdir(parents=True, exist_ok=True)
+            if run_as_user is not None:
+                os.chown(default, run_as_user, run_as_group if run_as_group is not None else -1)
             working_dir = str(default)
         return ContainerLaunch(
             argv=argv,

@@ -18,7 +18,7 @@ class NodeSettings(BaseModel):
     restart_backoff_initial: float = Field(1.0, gt=0, description="seconds before the first restart")
     restart_backoff_max: float = Field(30.0, gt=0, description="cap of the doubling restart delay, seconds")
     volume_refresh_seconds: float = Field(
-        10.0, gt=0, description="how often ConfigMap/Secret/projected volumes are refreshed"
+        5.0, gt=0, description="how often ConfigMap/Secret/projected volumes are refreshed"
     )
 
 

@@ -31,18 +31,26 @@ def default_state_dir() -> Path:
     return Path("/tmp") / f"tandem-devcluster-{os.getuid()}"
 
 
-def process_start_time(pid: int) -> int | None:
-    """The start time (clock ticks after boot) of process ``pid``; None if there is none."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the parenthesised command name (state first); None if gone."""
     try:
         stat = (Path("/proc") / str(pid) / "stat").read_text()
     except OSError:
         return None
-    # Field 22 overall; counted after the parenthesised command name it is the 20th.
-    return int(stat.rsplit(")", 1)[-1].split()[19])
+    return stat.rsplit(")", 1)[-1].split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time (clock ticks after boot) of process ``pid``; None if there is none."""
+    fields = _stat_fields(pid)
+    # Field 22 of the whole line.
+    return int(fields[19]) if fields is not None else None
 
 
 def is_alive(record: RunningCluster) -> bool:
-    return process_start_time(record.pid) == record.start_time
+    """Whether the recorded process still runs (an exited one its parent has not reaped does not)."""
+    fields = _stat_fields(record.pid)
+    return fields is not None and fields[0] != "Z" and int(fields[19]) == record.start_time
 
 
 def read(state_dir: Path) -> RunningCluster | None:

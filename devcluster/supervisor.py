@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tandem.devcluster.assets import find_assets
+from tandem.devcluster.containers import check_runtime
 from tandem.devcluster.controlplane import control_plane
 from tandem.devcluster.errors import DevClusterError
 from tandem.devcluster.network import claim_slot
@@ -30,6 +31,7 @@ from tandem.devcluster.settings import ClusterInfo, DevClusterSettings
 async def run_cluster(settings: DevClusterSettings, on_ready: Callable[[ClusterInfo], None]) -> None:
     """Start the cluster, report it ready, and run it until cancelled (then stop it all)."""
     assets = find_assets(settings.assets)
+    check_runtime()
     slot, slot_lock = claim_slot()
     try:
         async with (

@@ -4,6 +4,8 @@
   ``$KUBEBUILDER_ASSETS``, or, when ``TANDEM_TEST_KUBECONFIG`` names a kubeconfig, that existing
   cluster (kind, ...) as is. Without the control-plane programs it skips, saying what is missing
   and naming ``KUBEBUILDER_ASSETS``; with ``CI=true`` it fails instead.
+- ``local_devcluster`` (session): the ``DevCluster`` itself, for tests of its own behaviour; they
+  skip on a ``TANDEM_TEST_KUBECONFIG`` cluster.
 - ``kube_api`` (session): an admin ``kubernetes.client.ApiClient`` for it.
 - ``namespace`` (function): a fresh namespace, unique per test, whose ``default`` ServiceAccount
   can already be used by pods; deleted after the test.
@@ -26,7 +28,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import kubernetes.client
 import kubernetes.config
@@ -34,6 +36,9 @@ import pytest
 from kubernetes.client import ApiException
 
 from tandem.devcluster.errors import AssetsMissingError
+
+if TYPE_CHECKING:
+    from tandem.devcluster.cluster import DevCluster
 
 KUBECONFIG_ENV = "TANDEM_TEST_KUBECONFIG"
 _T = TypeVar("_T")
@@ -170,7 +175,8 @@ def devcluster() -> Iterator[ClusterUnderTest]:
         cluster.start()
     except AssetsMissingError as exc:
         needs = (
-            "; the devcluster needs kube-controller-manager too"
+            "; setup-envtest assets lack kube-controller-manager, which the devcluster needs (it turns "
+            "Deployments into pods and ready pods into EndpointSlices)"
             if "kube-controller-manager" in exc.missing
             else ""
         )
@@ -179,6 +185,17 @@ def devcluster() -> Iterator[ClusterUnderTest]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def local_devcluster(devcluster: ClusterUnderTest) -> DevCluster:
+    """The running ``DevCluster`` itself: tests of the devcluster's own behaviour (local processes,
+    pod IPs, ``pod_logs`` files) skip when ``TANDEM_TEST_KUBECONFIG`` names another cluster."""
+    from tandem.devcluster.cluster import DevCluster
+
+    if not isinstance(devcluster, DevCluster):
+        pytest.skip(f"tests the devcluster itself, not the cluster {KUBECONFIG_ENV} names")
+    return devcluster
 
 
 @pytest.fixture(scope="session")

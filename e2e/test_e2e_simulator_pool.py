@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,22 +150,41 @@ def run_client_pod(
                         "image": IMAGE,
                         "command": ["python", "-c", CLIENT_SCRIPT],
                         "args": [url, spec.model.name, traffic.SHORT_PROMPT, long_prompt],
+                        "securityContext": {
+                            "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
                     }
                 ],
             },
         },
     )
-    phase = wait_for(
-        lambda: (
-            core.read_namespaced_pod(name, target.namespace).status.phase in ("Succeeded", "Failed")
-            and core.read_namespaced_pod(name, target.namespace).status.phase
-        ),
-        timeout=90,
-        message="the client pod did not finish",
-    )
-    logs = cluster.pod_logs(target.namespace, name)
+
+    def finished() -> str | None:
+        phase: str | None = core.read_namespaced_pod(name, target.namespace).status.phase
+        return phase if phase in ("Succeeded", "Failed") else None
+
+    try:
+        phase = wait_for(finished, timeout=90, message="the client pod did not finish")
+        logs = cluster.pod_logs(target.namespace, name)
+    finally:
+        core.delete_namespaced_pod(name, target.namespace)
     assert phase == "Succeeded", f"client pod {phase}:\n{logs}"
     return [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+
+
+def wait_until_gone(remaining: Callable[[], list[str]], what: str) -> None:
+    """Poll until ``remaining()`` is empty; fail naming what is still there."""
+    left: list[str] = []
+
+    def gone() -> bool:
+        left[:] = remaining()
+        return not left
+
+    try:
+        wait_for(gone, timeout=GONE_TIMEOUT_S, message=what)
+    except pytest.fail.Exception:
+        pytest.fail(f"{what}: {left}")
 
 
 def test_operator_runs_from_the_chart(release: Release, kube_api: client.ApiClient) -> None:
@@ -224,10 +243,9 @@ def test_deleting_the_pool_removes_its_children(ready_pool: ReadyPool, kube_api:
     client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
         GROUP, VERSION, ready_pool.namespace, PLURAL, ready_pool.name
     )
-    wait_for(
-        lambda: not pool_children(kube_api, ready_pool.namespace, ready_pool.name),
-        timeout=GONE_TIMEOUT_S,
-        message=f"children of pool {ready_pool.name} left after deleting it",
+    wait_until_gone(
+        lambda: pool_children(kube_api, ready_pool.namespace, ready_pool.name),
+        f"children of pool {ready_pool.name} left after deleting it",
     )
 
 
@@ -248,4 +266,4 @@ def test_uninstall_leaves_nothing_behind(release: Release, kube_api: client.ApiC
         ]
         return pods + services + [f"Deployment/{d.metadata.name}" for d in deployments] + cluster_wide
 
-    wait_for(lambda: not leftovers(), timeout=GONE_TIMEOUT_S, message="objects left after helm uninstall")
+    wait_until_gone(leftovers, "objects left after helm uninstall")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -88,7 +88,7 @@ class RouterApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         given = header(scope, b"x-request-id")
-        request_id = given.decode() if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given.decode() if given and _REQUEST_ID.match(given) else os.urandom(16).hex()
         handler = self._routes.get((scope["method"], scope["path"]))
         try:
             if self.services is None:

@@ -11,7 +11,7 @@ in-process.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from tandem.router.errors import PayloadTooLargeError, RouterError
@@ -74,20 +74,27 @@ async def send_reply(send: Send, reply: Reply) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-async def until_disconnect(work: Coroutine[Any, Any, None], receive: Receive) -> None:
+async def until_disconnect(work: Awaitable[None], receive: Receive) -> None:
     """Run `work` (answering the request, streaming included) unless the client leaves first: then
     cancel it, which closes the backend connections and so aborts the engines' work."""
-    loop = asyncio.get_running_loop()
-    task = loop.create_task(work)
-    watcher = loop.create_task(_disconnected(receive))
-    watcher.add_done_callback(lambda _: task.cancel())
+    current = asyncio.current_task()
+    assert current is not None
+    finished = False
+
+    def client_left(watcher: asyncio.Task[None]) -> None:
+        if not finished and not watcher.cancelled():
+            current.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(_disconnected(receive))
+    watcher.add_done_callback(client_left)
     try:
-        await task
+        await work
     except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise  # we are being cancelled (shutdown), not the client leaving
+        if not (watcher.done() and not watcher.cancelled() and current.cancelling() == 1):
+            raise  # cancelled from outside (shutdown), not (only) by the client leaving
+        current.uncancel()
     finally:
+        finished = True
         watcher.cancel()
 
 

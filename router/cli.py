@@ -96,15 +96,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(run=_run)
 
 
+class UsageError(ValueError):
+    """The command line combines flags that do not go together."""
+
+
 def settings_from_args(args: argparse.Namespace, environ: dict[str, str]) -> RouterSettings:
+    """Raises UsageError or pydantic's ValidationError."""
     kubernetes = static = None
+    if args.pool and (args.static_decode or args.static_prefill):
+        raise UsageError("--pool (Kubernetes discovery) and --static-* engines exclude each other")
+    if not args.pool and not args.static_decode:
+        raise UsageError("give --pool NAME (Kubernetes) or at least one --static-decode URL")
+    if args.static_decode and not args.served_model:
+        raise UsageError("--static-decode needs --served-model: the model id the engines serve")
     if args.pool:
         kubernetes = KubernetesSettings(
             namespace=args.namespace or "default", pools=tuple(args.pool), kubeconfig=args.kubeconfig
         )
     if args.static_decode or args.static_prefill:
         static = StaticPoolSettings(
-            model=args.served_model or "",
+            model=args.served_model,
             prefill=tuple(args.static_prefill),
             decode=tuple(args.static_decode),
             connector=args.connector,
@@ -145,8 +156,8 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Rou
 def _run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args, dict(os.environ))
-    except ValidationError as exc:
-        print(f"tandem router: invalid settings:\n{exc}", file=sys.stderr)
+    except (UsageError, ValidationError) as exc:
+        print(f"tandem router: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

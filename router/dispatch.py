@@ -1,8 +1,8 @@
 """A completion request's way through the router: admission, decision, execution, retries.
 
-Everything the request holds (its admission slot, endpoint leases) sits on one ExitStack that
-closes when the answer is complete: after the body for whole answers, at the end of the stream
-(or when the client leaves) for streams.
+Everything the request holds (its admission slot, endpoint leases) is released together when the
+answer is complete: after the body for whole answers, at the end of the stream (or when the client
+leaves) for streams.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import ExitStack
 from dataclasses import dataclass
 
-from tandem.api.spec import DisaggregationMode, KvConnector
+from tandem.api.spec import BalancePolicy, DisaggregationMode, KvConnector
 from tandem.router.admission import Ticket
 from tandem.router.client_request import ClientRequest, Kind
 from tandem.router.connectors import Connector, HandoffJob
@@ -48,6 +47,26 @@ from tandem.router.state import PoolRuntime, RouterState
 from tandem.router.upstream import Upstream
 
 log = logging.getLogger(__name__)
+
+
+class Holdings:
+    """What a request holds, released last-in first-out. (An ExitStack costs more, on every request.)"""
+
+    __slots__ = ("_releases",)
+
+    def __init__(self) -> None:
+        self._releases: list[Callable[[], None]] = []
+
+    def add(self, release: Callable[[], None]) -> None:
+        self._releases.append(release)
+
+    def take(self, other: Holdings) -> None:
+        self._releases.extend(other._releases)
+        other._releases = []
+
+    def release(self) -> None:
+        while self._releases:
+            self._releases.pop()()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,17 +104,17 @@ class Dispatcher:
             await pool.admission.acquire(Ticket(hints.priority, deadline))
         except QueueFullError:
             self.metrics.rejected.labels(name).inc()
-            self.metrics.requests.labels(name, "none", "rejected").inc()
+            self.metrics.count(name, "none", "rejected")
             raise
-        stack = ExitStack()
-        stack.callback(pool.admission.release)
+        held = Holdings()
+        held.add(pool.admission.release)
         route = "none"
         try:
-            reply, plan = await self._route(pool, request, hints, stack)
+            reply, plan = await self._route(pool, request, hints, held)
             route = plan.route.value
         except BaseException as exc:
-            stack.close()
-            self.metrics.requests.labels(name, route, _outcome(exc)).inc()
+            held.release()
+            self.metrics.count(name, route, _outcome(exc))
             raise
         reply.headers["X-Request-Id"] = request.request_id
         if self.settings.route_headers:
@@ -104,15 +123,16 @@ class Dispatcher:
             if plan.prefill is not None and plan.route is Route.PD:
                 reply.headers["x-tandem-prefill"] = plan.prefill.url
         if reply.stream is None:
-            stack.close()
-            self.metrics.e2e.labels(name, route).observe(time.monotonic() - started)
-            self.metrics.requests.labels(name, route, "ok" if reply.status < 400 else "error").inc()
+            held.release()
+            self.metrics.finished(
+                name, route, "ok" if reply.status < 400 else "error", time.monotonic() - started
+            )
             return reply
-        reply.stream = self._measured(reply.stream, stack, name, route, started)
+        reply.stream = self._measured(reply.stream, held, name, route, started)
         return reply
 
     async def _measured(
-        self, stream: AsyncIterator[bytes], stack: ExitStack, pool: str, route: str, started: float
+        self, stream: AsyncIterator[bytes], held: Holdings, pool: str, route: str, started: float
     ) -> AsyncIterator[bytes]:
         outcome, first = "cancelled", True
         try:
@@ -124,12 +144,11 @@ class Dispatcher:
             outcome = "ok"
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
-            stack.close()
-            self.metrics.e2e.labels(pool, route).observe(time.monotonic() - started)
-            self.metrics.requests.labels(pool, route, outcome).inc()
+            held.release()
+            self.metrics.finished(pool, route, outcome, time.monotonic() - started)
 
     async def _route(
-        self, pool: PoolRuntime, request: ClientRequest, hints: Hints, stack: ExitStack
+        self, pool: PoolRuntime, request: ClientRequest, hints: Hints, held: Holdings
     ) -> tuple[Reply, RoutePlan]:
         config = pool.config
         connector = self.connectors[config.connector]
@@ -149,7 +168,7 @@ class Dispatcher:
             if plan.fallback is not None:
                 self.metrics.fallbacks.labels(config.name, plan.fallback.value).inc()
             try:
-                return await self._execute(pool, request, plan, facts, ids, connector, stack)
+                return await self._execute(pool, request, plan, facts, ids, connector, held)
             except (PrefillFailedError, HandoffTimeoutError) as exc:
                 assert plan.prefill is not None
                 error, stage = exc, "prefill" if isinstance(exc, PrefillFailedError) else "handoff"
@@ -170,12 +189,12 @@ class Dispatcher:
         facts: RequestFacts,
         ids: list[int] | None,
         connector: Connector,
-        stack: ExitStack,
+        held: Holdings,
     ) -> tuple[Reply, RoutePlan]:
-        attempt = ExitStack()
+        attempt = Holdings()
         try:
             decode = self._state_of(pool, plan.decode)
-            attempt.enter_context(self.registry.lease(decode))
+            attempt.add(self.registry.lease(decode).release)
             if plan.route is Route.PD:
                 assert plan.prefill is not None
                 job = HandoffJob(
@@ -196,12 +215,12 @@ class Dispatcher:
         except BackendUnreachableError as exc:
             if (state := self._find(pool, exc.url)) is not None:
                 self.monitor.take_out(state, exc.message)
-            attempt.close()
+            attempt.release()
             raise
         except BaseException:
-            attempt.close()
+            attempt.release()
             raise
-        stack.enter_context(attempt)
+        held.take(attempt)
         return reply, plan
 
     def _broke(self, endpoint: EndpointState) -> Callable[[RouterError], None]:
@@ -240,7 +259,7 @@ class Dispatcher:
             exact=ids is not None,
             splittable=splittable,
             session_key=hints.session or request.user,
-            prefix_key=request.prefix_key(),
+            prefix_key=request.prefix_key() if policy.balance == BalancePolicy.PREFIX else None,
         )
         return facts, ids
 

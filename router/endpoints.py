@@ -8,7 +8,6 @@ frozen `EndpointSnapshot`s of this state.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -97,19 +96,36 @@ class EndpointRegistry:
     def available(self, pool: str, role: Role) -> int:
         return sum(1 for s in self.states(pool, role) if s.healthy)
 
-    @contextmanager
-    def lease(self, state: EndpointState) -> Iterator[EndpointState]:
-        """Count a request open on the endpoint for the block's duration."""
+    def lease(self, state: EndpointState) -> Lease:
+        """Count a request open on the endpoint until the lease is released (or its block ends)."""
         state.in_flight += 1
-        try:
-            yield state
-        finally:
-            state.in_flight -= 1
+        return Lease(state)
 
     def hold_buffer(self, state: EndpointState, chunks: int) -> BufferHold:
         """Hold a decoder's PD buffer chunks while a handoff's KV sits there, unread."""
         state.buffer_reserved += chunks
         return BufferHold(state, chunks)
+
+
+class Lease:
+    """A request open on an endpoint. Plain class, not a generator: it is on every request's path."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: EndpointState) -> None:
+        self._state: EndpointState | None = state
+
+    def release(self) -> None:
+        """Idempotent."""
+        if self._state is not None:
+            self._state.in_flight -= 1
+            self._state = None
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
 
 
 class BufferHold:

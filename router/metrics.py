@@ -17,6 +17,8 @@ class RouterMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._request_children: dict[tuple[str, str, str], Counter] = {}
+        self._e2e_children: dict[tuple[str, str], Histogram] = {}
         self.requests = Counter(
             "tandem_router_requests",
             "Requests by pool, route and outcome.",
@@ -63,6 +65,25 @@ class RouterMetrics:
             ["disposition"],
             registry=r,
         )
+
+    def count(self, pool: str, route: str, outcome: str) -> None:
+        self._request_counter(pool, route, outcome).inc()
+
+    def finished(self, pool: str, route: str, outcome: str, seconds: float) -> None:
+        self._request_counter(pool, route, outcome).inc()
+        key = (pool, route)
+        duration = self._e2e_children.get(key)
+        if duration is None:
+            duration = self._e2e_children[key] = self.e2e.labels(pool, route)
+        duration.observe(seconds)
+
+    def _request_counter(self, pool: str, route: str, outcome: str) -> Counter:
+        # labels() takes a lock and builds a key each time; the data path looks its children up here.
+        key = (pool, route, outcome)
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self.requests.labels(pool, route, outcome)
+        return counter
 
     def track(self, endpoints: EndpointRegistry, queue_depths: Callable[[], Mapping[str, int]]) -> None:
         """Expose live state read at scrape time, so the data path pays nothing for it."""

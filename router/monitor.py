@@ -72,7 +72,10 @@ class EndpointMonitor:
 
     async def _every(self, interval_s: float, step: Callable[[], Awaitable[None]]) -> None:
         while True:
-            await step()
+            try:
+                await step()
+            except Exception:  # a bug in one round must not end scraping and probing for good
+                log.exception("endpoint monitor round failed")
             await asyncio.sleep(interval_s)
 
     async def scrape_all(self) -> None:

@@ -39,7 +39,8 @@ class Upstream:
 
     async def open(self, url: str, path: str, body: bytes, request_id: str) -> aiohttp.ClientResponse:
         """POST and return once the engine's status line and headers are in. Raises
-        BackendUnreachableError when they never come, EngineRejectedError/BackendError for error statuses."""
+        BackendUnreachableError when they never come or say 503 (retry elsewhere), else
+        EngineRejectedError (4xx, the client's fault) or BackendError (5xx)."""
         headers = {**JSON_HEADERS, "X-Request-Id": request_id}
         try:
             resp = await self.session.post(url + path, data=body, headers=headers)
@@ -53,6 +54,8 @@ class Upstream:
             payload = b""
         finally:
             resp.release()
+        if resp.status == 503:  # the engine says it cannot serve (unhealthy, overloaded): try another
+            raise BackendUnreachableError(url, "answered 503")
         if resp.status < 500:
             raise EngineRejectedError(resp.status, payload)
         raise BackendError(f"Engine {url} answered {resp.status}", code="engine_error")

@@ -11,7 +11,7 @@ from kubernetes import client
 
 from tandem.devcluster.testing import ready_endpoints, wait_for
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("local_devcluster")]
 
 
 def http_server_deployment(name: str, replicas: int) -> client.V1Deployment:

@@ -21,7 +21,7 @@ from tandem.devcluster.testing import (
     wait_for,
 )
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("local_devcluster")]
 
 SERVE = [sys.executable, "-m", "http.server", "8080", "--bind", "$(TANDEM_BIND_HOST)"]
 

@@ -10,7 +10,7 @@ from kubernetes import client
 
 from tandem.devcluster.testing import ClusterUnderTest, finished_phase, wait_for
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("local_devcluster")]
 
 PROBE_API = textwrap.dedent(
     """

@@ -9,7 +9,7 @@ from kubernetes import client
 
 from tandem.devcluster.testing import pod_phase, wait_for
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("local_devcluster")]
 
 
 def sleeper(name: str, container: dict[str, Any] | None = None, **spec: Any) -> client.V1Pod:

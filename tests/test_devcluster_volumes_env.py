@@ -12,7 +12,7 @@ from kubernetes import client
 
 from tandem.devcluster.testing import ClusterUnderTest, finished_phase, wait_for
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("local_devcluster")]
 
 REPORT = textwrap.dedent(
     """
@@ -123,3 +123,53 @@ def test_container_sees_volumes_and_environment(
         assert line in logs.splitlines(), f"{line!r} not in:\n{logs}"
     assert not any(Path(path).exists() for path in HOST_PATHS), "the host's filesystem changed"
     assert not Path("/dev/shm/scratch").exists()
+
+
+WATCH_CONFIG = textwrap.dedent(
+    """
+    import time
+    path = "/etc/tandem-devcluster-test/settings/mode"
+    print("mode", open(path).read(), flush=True)
+    deadline = time.monotonic() + 30
+    while open(path).read() == "fast" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    print("mode", open(path).read(), flush=True)
+    """
+)
+
+
+def test_updated_config_map_reaches_the_running_container(
+    kube_api: client.ApiClient, devcluster: ClusterUnderTest, namespace: str
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    config_map = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="settings"), data={"mode": "fast"})
+    core.create_namespaced_config_map(namespace, config_map)
+    manifest = {
+        "metadata": {"name": "watcher"},
+        "spec": {
+            "restartPolicy": "Never",
+            "volumes": [{"name": "settings", "configMap": {"name": "settings"}}],
+            "containers": [
+                {
+                    "name": "watch",
+                    "image": "ghcr.io/tandem-dev/tandem:0.1.0",
+                    "command": ["python3", "-c", WATCH_CONFIG],
+                    "volumeMounts": [
+                        {"name": "settings", "mountPath": "/etc/tandem-devcluster-test/settings"}
+                    ],
+                }
+            ],
+        },
+    }
+    core.create_namespaced_pod(namespace, client.V1Pod.model_validate(manifest))
+    wait_for(lambda: "mode fast" in devcluster.pod_logs(namespace, "watcher"), message="the watcher reading")
+
+    core.patch_namespaced_config_map("settings", namespace, {"data": {"mode": "careful"}})
+
+    phase = wait_for(
+        lambda: finished_phase(core.read_namespaced_pod("watcher", namespace)),
+        timeout=40,
+        message="the watcher to see the update",
+    )
+    assert phase == "Succeeded"
+    assert devcluster.pod_logs(namespace, "watcher").splitlines() == ["mode fast", "mode careful"]

@@ -1,6 +1,7 @@
-"""The calibrations fitted from benchmarks/calibration/results/<gpu>_sxm.csv (gpu and H200): each
-ships, the planner uses it, its values are physical, it is what the fit finds, and it predicts the
-held-out measurements within 25 %."""
+"""The calibrations fitted from benchmarks/calibration/results/<gpu>_sxm.csv (H100 and H200), with the
+all-reduce keys of results/h200_allreduce.csv: each ships, the planner uses it, its values are
+physical, it is what the fit finds, and it predicts the held-out shard measurements within 25 %
+(tests/test_planner_calibration_allreduce.py judges the all-reduce keys)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class Fit:
     gpu_name: str
     device_name: str
     csv_name: str
+    allreduce_csv_name: str
 
     @property
     def csv(self) -> Path:
@@ -43,7 +45,11 @@ class Fit:
             return list(csv.DictReader(handle))
 
 
-FITS = [Fit("H100-80GB", "NVIDIA H100", "h100_sxm.csv"), Fit("H200-141GB", "NVIDIA H200", "h200_sxm.csv")]
+# Only the H200 has a multi-GPU measurement; the H100 carries its all-reduce fit over (same NVLink).
+FITS = [
+    Fit("H100-80GB", "NVIDIA H100", "h100_sxm.csv", "h200_allreduce.csv"),
+    Fit("H200-141GB", "NVIDIA H200", "h200_sxm.csv", "h200_allreduce.csv"),
+]
 
 
 @pytest.fixture(params=FITS, ids=lambda f: f.gpu_name)
@@ -77,12 +83,14 @@ def test_gpu_loads_the_shipped_fit_by_default(measured: Fit) -> None:
         measured.csv.relative_to(REPO).as_posix(),
         measured.device_name,
         "benchmarks/calibration/fit.py",
+        f"--allreduce benchmarks/calibration/results/{measured.allreduce_csv_name}",
     ):
         assert named in fitted.source
     assert fitted.mfu_max != HOPPER["mfu_max"] and fitted.mbu_max != HOPPER["mbu_max"]
+    assert fitted.allreduce_latency_us != HOPPER["allreduce_latency_us"]
     # What the measurements cannot tell stays at the class defaults.
     assert fitted.mfu_decode == HOPPER["mfu_decode"]
-    assert fitted.allreduce_latency_us == HOPPER["allreduce_latency_us"]
+    assert fitted.kv_transfer_eff == HOPPER["kv_transfer_eff"]
 
 
 def test_plan_names_the_fit_in_its_calibration_sources(measured: Fit) -> None:
@@ -138,7 +146,9 @@ def test_shipped_values_are_what_the_fit_finds_in_the_csv(measured: Fit) -> None
     fitted = load_calibration(gpu)
     fit = _fit_script()
     refit = fit.fit(fit.read_measurements(measured.csv, CATALOG), gpu)
-    fitted_names = list(fit.DECIMALS)
+    collective = fit.read_allreduce(RESULTS / measured.allreduce_csv_name)
+    refit = fit.fit_allreduce(collective, fit.measured_gpu(collective, gpu, CATALOG), refit)
+    fitted_names = [*fit.DECIMALS, *fit.ALLREDUCE_DECIMALS]
     assert {n: getattr(refit, n) for n in fitted_names} == {n: getattr(fitted, n) for n in fitted_names}
 
 
@@ -156,3 +166,10 @@ def test_fit_predicts_held_out_points_within_25_percent(measured: Fit, phase: st
         )
     outside = {point: f"{e:+.1%}" for point, e in errors.items() if abs(e) > TOLERANCE}
     assert not outside, outside
+
+
+def test_allreduce_fit_refuses_a_gpu_linked_differently() -> None:
+    fit = _fit_script()
+    collective = fit.read_allreduce(RESULTS / "h200_allreduce.csv")
+    with pytest.raises(SystemExit, match="does not carry over to A100-80GB"):
+        fit.measured_gpu(collective, CATALOG.gpu("A100-80GB"), CATALOG)

@@ -151,8 +151,8 @@ def test_decode_engine_timing_matches_the_cost_model_at_its_operating_point_and_
 
 def test_calibration_defaults_follow_the_gpu_class() -> None:
     assert load_calibration(CATALOG.gpu("L4")).allreduce_latency_us > CAL.allreduce_latency_us
-    # H100-80GB ships a fitted file; H200-141GB, of the same class, has none.
-    assert "class hopper" in load_calibration(CATALOG.gpu("H200-141GB")).source
+    # H100-80GB and H200-141GB ship fitted files; A100-80GB has none and gets its class's defaults.
+    assert "class ampere" in load_calibration(CATALOG.gpu("A100-80GB")).source
 
 
 def test_fitted_calibration_file_overrides_class_defaults(tmp_path: Path) -> None:

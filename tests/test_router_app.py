@@ -31,9 +31,15 @@ BODY = {"model": MODEL, "prompt": "Say hello.", "max_tokens": 3}
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[Engine]:
-    with engines_running([(Addresses().take(), ([], {}))]) as (engine,):
-        yield engine
+def engines() -> Iterator[list[Engine]]:
+    hosts = Addresses()
+    with engines_running([(hosts.take(), ([], {})), (hosts.take(), ([], {}))]) as engines:
+        yield engines
+
+
+@pytest.fixture(scope="module")
+def engine(engines: list[Engine]) -> Engine:
+    return engines[0]
 
 
 def settings_for(*decode: str, **overrides: object) -> RouterSettings:
@@ -183,3 +189,27 @@ async def test_shutdown_drains_open_streams(engine: Engine) -> None:
     await asyncio.wait_for(serving, 30)
     data = [line for line in lines if line.startswith("data:")]
     assert data[-1] == "data: [DONE]" and len(data) > 100
+
+
+async def test_unhealthy_endpoint_is_taken_out_and_probed_back_in(engines: list[Engine]) -> None:
+    sick, well = engines
+    settings = settings_for(sick.url, well.url, static={"balance": BalancePolicy.ROUND_ROBIN},
+                            scrape_interval_s=0, probe_interval_s=0.1)  # fmt: skip
+    sick.set_faults(unhealthy=True)
+    try:
+        async with router_client(settings) as http:
+            answers = [await http.post("/v1/completions", json=BODY) for _ in range(4)]
+            assert [a.status_code for a in answers] == [200] * 4
+            assert {a.headers["x-tandem-decode"] for a in answers} == {well.url}
+            metrics = (await http.get("/metrics")).text
+            assert router_metric(metrics, "tandem_router_endpoint_healthy", endpoint=sick.url) == 0
+            sick.set_faults()
+            for _ in range(100):
+                metrics = (await http.get("/metrics")).text
+                if router_metric(metrics, "tandem_router_endpoint_healthy", endpoint=sick.url) == 1:
+                    break
+                await asyncio.sleep(0.05)
+            answers = [await http.post("/v1/completions", json=BODY) for _ in range(4)]
+            assert {a.headers["x-tandem-decode"] for a in answers} == {sick.url, well.url}
+    finally:
+        sick.set_faults()

@@ -24,6 +24,7 @@ from router_support import (
     lmcache_decoder,
     lmcache_prefiller,
     nixl_engine,
+    router_client,
     router_metric,
     router_running,
 )
@@ -83,14 +84,13 @@ def lmcache_settings(
         "peer_alloc_port": pool.alloc_port,
         **overrides.pop("static", {}),
     }
+    tuning = {"scrape_interval_s": 0.5, "handoff_timeout_s": 5, **overrides}
     return RouterSettings(
         host="127.0.0.1",
         port=free_port(),
         notify_port=notify_port,
         static=StaticPoolSettings(**static),
-        scrape_interval_s=0.5,
-        handoff_timeout_s=5,
-        **overrides,
+        **tuning,
     )
 
 
@@ -319,3 +319,43 @@ async def test_nixl_eos_on_the_first_token_returns_the_prefill_answer(
     assert (
         nixl_pool.decoder.metric("tandem_sim_kv_lookups_total", connector="nixl") == lookups
     )  # no decode leg
+
+
+@pytest.mark.parametrize("kind", ["completion", "chat"])
+async def test_first_token_streams_before_the_kv_wait_and_the_answer_is_unchanged(
+    lmcache_pool: LmcachePool, kind: str
+) -> None:
+    settings = lmcache_settings(
+        lmcache_pool, prefill=[lmcache_pool.to_a], notify_port=lmcache_pool.notify_a, stream_first_token=True
+    )
+    hits = kv_counts(lmcache_pool.decoders, "lmcache")[0]
+    async with router_running(settings) as url:
+        text, route, usage = await ask(url, kind, LONG_PROMPT, stream=True)
+    reference, _, reference_usage = await ask(lmcache_pool.reference.url, kind, LONG_PROMPT, stream=True)
+    assert (route, text) == ("pd", reference)
+    assert usage.completion_tokens == reference_usage.completion_tokens
+    assert kv_counts(lmcache_pool.decoders, "lmcache")[0] == hits + 1
+
+
+async def test_missing_notifications_time_out_and_never_decode_early(lmcache_pool: LmcachePool) -> None:
+    silent = lmcache_pool.to_a
+    settings = lmcache_settings(
+        lmcache_pool, prefill=[silent], notify_port=lmcache_pool.notify_a, handoff_timeout_s=1.0
+    )
+    before = kv_counts(lmcache_pool.decoders, "lmcache")
+    silent.set_faults(drop_notifications=True)
+    try:
+        async with router_client(settings) as http:
+            body = {"model": MODEL, "prompt": LONG_PROMPT, "max_tokens": 6}
+            answer = await http.post("/v1/completions", json=body)
+            metrics = (await http.get("/metrics")).text
+    finally:
+        silent.set_faults()
+    async with httpx.AsyncClient(base_url=lmcache_pool.reference.url, timeout=30) as http:
+        reference = (await http.post("/v1/completions", json=body)).json()
+    # The handoff is given up (the pair is not used again), and the request is served locally.
+    assert answer.status_code == 200 and answer.headers["x-tandem-route"] == "direct"
+    assert answer.json()["choices"][0]["text"] == reference["choices"][0]["text"]
+    assert router_metric(metrics, "tandem_router_retries_total", stage="handoff") == 1
+    _, misses, early = kv_counts(lmcache_pool.decoders, "lmcache")
+    assert (misses, early) == before[1:]  # the decode leg was never sent before the KV was known to be there

@@ -8,6 +8,13 @@ loads for the GPU ("after": the shipped planner/data/calibration/<GPU>.yaml, or 
 as fit.py predicts a shard (the cost function less the TP all-reduce). The error is predicted over
 measured less one, of prefill tokens/s and of the decode step time. Prints Markdown: a summary
 (median, 90th percentile and max of |error| per phase) and one table per phase.
+
+    .venv/bin/python benchmarks/calibration/accuracy.py --allreduce \
+        benchmarks/calibration/results/h200_allreduce.csv
+
+does the same for the tensor-parallel all-reduce (allreduce.py's CSV): the time of
+`tandem.planner.cost.allreduce_ms` against each row, per TP size and mode (`--gpu` judges another
+GPU's shipped keys against these rows, e.g. H100-80GB's carried-over ones).
 """
 
 from __future__ import annotations
@@ -16,26 +23,31 @@ import argparse
 import itertools
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from fit import (
     PHASES,
+    AllReducePoint,
     Phase,
     Point,
+    allreduce_error,
     catalog_gpu,
     class_calibration,
     error_summary,
+    read_allreduce,
     read_measurements,
     relative_error,
     shard_ms,
 )
 
+from tandem.planner import cost
 from tandem.planner.calibration import Calibration, load_calibration
-from tandem.planner.catalog import load_catalog
+from tandem.planner.catalog import Catalog, load_catalog
 from tandem.planner.gpu import GpuSpec
 
 BANDS = (0.05, 0.10, 0.15, 0.20, 0.25)  # upper edges of the |error| bands
+BAND_HEADS = [f"<= {b:.0%}" for b in BANDS] + [f"> {BANDS[-1]:.0%}"]
 
 
 def _rate(point: Point, ms: float) -> str:
@@ -66,16 +78,23 @@ def distribution(
     points: Sequence[Point], gpu: GpuSpec, calibrations: Sequence[tuple[str, Calibration]]
 ) -> list[str]:
     """How many points fall in each band of |error|."""
-    heads = [f"<= {b:.0%}" for b in BANDS] + [f"> {BANDS[-1]:.0%}"]
-    lines = [f"| phase | calibration | {' | '.join(heads)} |", "| --- | --- |" + " ---: |" * len(heads)]
+    lines = [
+        f"| phase | calibration | {' | '.join(BAND_HEADS)} |",
+        "| --- | --- |" + " ---: |" * len(BAND_HEADS),
+    ]
     for phase in PHASES:
         chosen = [p for p in points if p.phase == phase]
         for name, calibration in calibrations:
-            errors = [abs(relative_error(p, gpu, calibration)) for p in chosen]
-            edges = [-math.inf, *BANDS, math.inf]
-            counts = [sum(low < e <= high for e in errors) for low, high in itertools.pairwise(edges)]
+            counts = band_counts(relative_error(p, gpu, calibration) for p in chosen)
             lines.append(f"| {phase} | {name} | {' | '.join(map(str, counts))} |")
     return lines
+
+
+def band_counts(errors: Iterable[float]) -> list[int]:
+    """How many |errors| fall in each band."""
+    magnitudes = [abs(e) for e in errors]
+    edges = [-math.inf, *BANDS, math.inf]
+    return [sum(low < e <= high for e in magnitudes) for low, high in itertools.pairwise(edges)]
 
 
 def point_table(
@@ -97,19 +116,81 @@ def point_table(
     return lines
 
 
+def _size(message_bytes: int) -> str:
+    return f"{message_bytes / 2**20:g} MiB" if message_bytes >= 2**20 else f"{message_bytes / 2**10:g} KiB"
+
+
+def allreduce_report(
+    points: Sequence[AllReducePoint], gpu: GpuSpec, calibrations: Sequence[tuple[str, Calibration]]
+) -> list[str]:
+    """Summary per mode and TP size, bands of |error| per mode, and one row per point."""
+    series = sorted({(p.mode, p.tp) for p in points}, key=lambda s: (s[0] != "graph", s[1]))
+    lines = [
+        "| mode | TP | points | calibration | median abs. | p90 abs. | max abs. | median signed |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for mode, tp in series:
+        chosen = [p for p in points if (p.mode, p.tp) == (mode, tp)]
+        for name, calibration in calibrations:
+            errors = [allreduce_error(p, gpu, calibration) for p in chosen]
+            median, p90, worst = error_summary(errors)
+            figures = f"{median:.1%} | {p90:.1%} | {worst:.1%} | {statistics.median(errors):+.1%}"
+            lines.append(f"| {mode} | {tp} | {len(chosen)} | {name} | {figures} |")
+    lines += ["", f"| mode | calibration | {' | '.join(BAND_HEADS)} |", "| --- | --- |" + " ---: |" * 6]
+    for mode in sorted({m for m, _ in series}, key=lambda m: m != "graph"):
+        for name, calibration in calibrations:
+            counts = band_counts(allreduce_error(p, gpu, calibration) for p in points if p.mode == mode)
+            lines.append(f"| {mode} | {name} | {' | '.join(map(str, counts))} |")
+    heads = " | ".join(f"{name} us | error" for name, _ in calibrations)
+    lines += ["", f"| mode | TP | message | measured us | {heads} |", "| --- | ---: | ---: | ---: |"]
+    lines[-1] += " ---: |" * 2 * len(calibrations)
+    for mode, tp in series:
+        for p in (p for p in points if (p.mode, p.tp) == (mode, tp)):
+            predicted = [(cost.allreduce_ms(p.message_bytes, tp, gpu, c), c) for _, c in calibrations]
+            cells = " | ".join(f"{ms * 1e3:.1f} | {allreduce_error(p, gpu, c):+.1%}" for ms, c in predicted)
+            lines.append(
+                f"| {mode} | {tp} | {_size(p.message_bytes)} | {p.measured_ms * 1e3:.1f} | {cells} |"
+            )
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "csv", type=Path, help="measure.py output, e.g. benchmarks/calibration/results/h100_sxm.csv"
+        "csv",
+        type=Path,
+        nargs="?",
+        help="measure.py output, e.g. benchmarks/calibration/results/h100_sxm.csv",
     )
+    parser.add_argument("--allreduce", type=Path, metavar="CSV", help="allreduce.py output to judge")
     parser.add_argument("--split", default="holdout", choices=("holdout", "fit"), help="rows to report on")
     parser.add_argument("--gpu", help="catalog GPU name (default: from the CSV's gpu_name)")
     parser.add_argument(
         "--calibration-dir", type=Path, help="folder of fitted <GPU>.yaml (default: the planner's)"
     )
     args = parser.parse_args(argv)
+    if not (args.csv or args.allreduce):
+        parser.error("give a measure.py CSV, --allreduce CSV, or both")
 
     catalog = load_catalog()
+    if args.csv:
+        shard_report(args, catalog)
+    if args.allreduce:
+        allreduce_main(args, catalog)
+    return 0
+
+
+def allreduce_main(args: argparse.Namespace, catalog: Catalog) -> None:
+    collective = read_allreduce(args.allreduce)
+    gpu = catalog.gpu(args.gpu) if args.gpu else catalog_gpu(collective.gpu_name, catalog)
+    points = [p for p in collective.points if p.split == args.split]
+    before, after = class_calibration(gpu), load_calibration(gpu, args.calibration_dir)
+    print(f"all-reduce keys of {gpu.name} against {collective.label}: {len(points)} points, {args.split}")
+    print(f"before: {before.source}\nafter: {after.source}\n")
+    print("\n".join(allreduce_report(points, gpu, [("before", before), ("after", after)])))
+
+
+def shard_report(args: argparse.Namespace, catalog: Catalog) -> None:
     measurements = read_measurements(args.csv, catalog)
     gpu = catalog.gpu(args.gpu) if args.gpu else catalog_gpu(measurements.gpu_name, catalog)
     points = [p for p in measurements.points if p.split == args.split]
@@ -123,7 +204,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for phase in PHASES:
         print()
         print("\n".join(point_table(phase, points, gpu, before, after)))
-    return 0
 
 
 if __name__ == "__main__":

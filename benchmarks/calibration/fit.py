@@ -20,6 +20,13 @@ holds and writes it into the file's comments), so the data gives it no value; th
 stays. The search is a Nelder-Mead simplex over transformed parameters (logit for efficiencies in
 (0, 1], log for the rest), restarted until it stops improving: deterministic, standard library only.
 
+With `--allreduce CSV` (benchmarks/calibration/allreduce.py's output) it also fits the
+tensor-parallel all-reduce, `allreduce_latency_us` and `allreduce_eff`, through the planner's own
+`tandem.planner.cost.allreduce_ms` (latency + ring bytes / (link bandwidth x efficiency)), to the
+eager rows with `split == fit` of every TP size, by the same objective (squared log ratios) and
+search. A CSV of another GPU with the same interconnect (kind and link bandwidth) carries its fit
+over, and the file's comments say so; a different interconnect is refused.
+
 Writes `planner/data/calibration/<GPU>.yaml` (or `--out`) with the values rounded as shipped, and
 prints the fit's residuals; benchmarks/calibration/accuracy.py reports the held-out error.
 """
@@ -29,6 +36,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import functools
 import json
 import math
 import statistics
@@ -52,7 +60,8 @@ FITTED: tuple[tuple[Phase, tuple[str, ...]], ...] = (
     ("decode", ("mbu_max", "mbu_batch_half", "step_overhead_ms", "layer_overhead_us")),
     ("prefill", ("mfu_max", "t_half_tokens", "attn_eff", "prefill_overhead_ms")),
 )
-FRACTIONS = frozenset({"mfu_max", "attn_eff", "mbu_max", "mfu_decode"})  # in (0, 1]; the rest > 0
+# In (0, 1]; the rest > 0.
+FRACTIONS = frozenset({"mfu_max", "attn_eff", "mbu_max", "mfu_decode", "allreduce_eff"})
 # Decimals each fitted value is shipped with: well inside the run-to-run spread of the timings.
 DECIMALS: Mapping[str, int] = {
     "mbu_max": 3,
@@ -64,6 +73,12 @@ DECIMALS: Mapping[str, int] = {
     "attn_eff": 3,
     "prefill_overhead_ms": 2,
 }
+ALLREDUCE_DECIMALS: Mapping[str, int] = {"allreduce_latency_us": 1, "allreduce_eff": 3}
+# The all-reduce rows fitted. Eager calls, timed back to back, take the longer of the host's launch
+# (~16 us through torch.distributed) and the collective's GPU time: an upper bound of the GPU time a
+# forward pass pays, with the host running ahead. Graph replays of the same calls took ~10 us more
+# per call at small sizes and varied more from run to run (benchmarks/calibration/README.md).
+ALLREDUCE_MODE = "eager"
 DEPTH_CHECK = "depth check"
 REPO = Path(__file__).resolve().parents[2]
 
@@ -219,9 +234,9 @@ def nelder_mead(
 
 
 def fit_parameters(
-    points: Sequence[Point], gpu: GpuSpec, start: Calibration, names: Sequence[str]
+    loss: Callable[[Calibration], float], start: Calibration, names: Sequence[str]
 ) -> Calibration:
-    """`start` with `names` set to minimise `objective` over `points`."""
+    """`start` with `names` set to minimise `loss`."""
 
     def trial(u: Sequence[float]) -> Calibration:
         return start.model_copy(update={n: _from_free(n, x) for n, x in zip(names, u, strict=True)})
@@ -229,7 +244,7 @@ def fit_parameters(
     u = [_to_free(n, getattr(start, n)) for n in names]
     best = math.inf
     for _ in range(50):  # a collapsed simplex can stall: restart from its best vertex
-        u, value = nelder_mead(lambda x: objective(points, gpu, trial(x)), u)
+        u, value = nelder_mead(lambda x: loss(trial(x)), u)
         if value >= best * (1 - 1e-9):
             break
         best = value
@@ -248,8 +263,88 @@ def fit(measurements: Measurements, gpu: GpuSpec, fixed: Mapping[str, float] | N
     calibration = Calibration(**{**class_calibration(gpu).model_dump(), **fixed})  # validates `fixed`
     for phase, names in FITTED:
         free = [n for n in names if n not in fixed]
-        calibration = fit_parameters(measurements.select(phase, "fit"), gpu, calibration, free)
+        loss = functools.partial(objective, measurements.select(phase, "fit"), gpu)
+        calibration = fit_parameters(loss, calibration, free)
     return rounded(calibration)
+
+
+@dataclass(frozen=True)
+class AllReducePoint:
+    """One timed all-reduce of allreduce.py: `message_bytes` summed over the first `tp` GPUs."""
+
+    tp: int
+    mode: str  # graph | eager
+    message_bytes: int
+    measured_ms: float
+    split: str
+
+
+@dataclass(frozen=True)
+class AllReduceMeasurements:
+    gpu_name: str  # as the CSV names it (nvidia-smi's name)
+    world_size: int
+    nccl_version: str
+    points: tuple[AllReducePoint, ...]
+
+    def select(self, split: str, mode: str = ALLREDUCE_MODE) -> list[AllReducePoint]:
+        return [p for p in self.points if p.split == split and p.mode == mode]
+
+    @property
+    def label(self) -> str:
+        return f"{self.gpu_name} x{self.world_size}, NCCL {self.nccl_version}"
+
+
+def read_allreduce(path: Path) -> AllReduceMeasurements:
+    """The rows of an allreduce.py CSV."""
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or len({r["gpu_name"] for r in rows}) != 1:
+        raise SystemExit(f"{path}: expected the rows of one GPU")
+    points = tuple(
+        AllReducePoint(int(r["tp"]), r["mode"], int(r["message_bytes"]), float(r["ms"]), r["split"])
+        for r in rows
+    )
+    first = rows[0]
+    return AllReduceMeasurements(first["gpu_name"], int(first["world_size"]), first["nccl_version"], points)
+
+
+@dataclass(frozen=True)
+class AllReduceSource:
+    """All-reduce measurements, the CSV they came from and the catalog GPU they ran on."""
+
+    path: Path
+    measurements: AllReduceMeasurements
+    gpu: GpuSpec
+
+
+def allreduce_error(point: AllReducePoint, gpu: GpuSpec, calibration: Calibration) -> float:
+    """Predicted over measured time, less one."""
+    return cost.allreduce_ms(point.message_bytes, point.tp, gpu, calibration) / point.measured_ms - 1
+
+
+def allreduce_objective(points: Sequence[AllReducePoint], gpu: GpuSpec, calibration: Calibration) -> float:
+    """Sum of squared log ratios, predicted over measured."""
+    return sum(math.log1p(allreduce_error(p, gpu, calibration)) ** 2 for p in points)
+
+
+def measured_gpu(measurements: AllReduceMeasurements, gpu: GpuSpec, catalog: Catalog) -> GpuSpec:
+    """The catalog GPU the all-reduce ran on; it must link its GPUs as `gpu` does for its fit to
+    apply to `gpu` (the planner's all-reduce time depends on nothing else of the GPU)."""
+    source = catalog_gpu(measurements.gpu_name, catalog)
+    if source.interconnect != gpu.interconnect:
+        raise SystemExit(
+            f"all-reduce measured on {source.name} ({source.interconnect}) does not carry over to "
+            f"{gpu.name} ({gpu.interconnect})"
+        )
+    return source
+
+
+def fit_allreduce(measurements: AllReduceMeasurements, source: GpuSpec, start: Calibration) -> Calibration:
+    """`start` with the all-reduce parameters fitted to the measurements made on `source`,
+    rounded as shipped."""
+    loss = functools.partial(allreduce_objective, measurements.select("fit"), source)
+    fitted = fit_parameters(loss, start, list(ALLREDUCE_DECIMALS))
+    return fitted.model_copy(update={n: round(getattr(fitted, n), d) for n, d in ALLREDUCE_DECIMALS.items()})
 
 
 def _fixed_parameter(text: str) -> tuple[str, float]:
@@ -280,7 +375,11 @@ def lowest_mfu_decode(points: Sequence[Point], gpu: GpuSpec, calibration: Calibr
 
 
 def render(
-    calibration: Calibration, gpu: GpuSpec, measurements: Measurements, mfu_decode_floor: float
+    calibration: Calibration,
+    gpu: GpuSpec,
+    measurements: Measurements,
+    mfu_decode_floor: float,
+    allreduce: AllReduceSource | None = None,
 ) -> str:
     """The YAML file: the source line, the fitted keys with their meaning, how the fit did."""
     lines = [
@@ -298,13 +397,35 @@ def render(
             f"# {phase}: {len(points)} fit points, {what} |error| median {median:.1%}, p90 {p90:.1%}, "
             f"max {worst:.1%}"
         )
+    decimals = dict(DECIMALS)
+    if allreduce:
+        lines += _allreduce_comments(calibration, gpu, allreduce)
+        decimals |= ALLREDUCE_DECIMALS
     lines.append(f"source: {json.dumps(calibration.source)}")
     fields = Calibration.model_fields
-    for _, names in FITTED:
-        for name in names:
-            value = f"{getattr(calibration, name):.{DECIMALS[name]}f}"
-            lines.append(f"{name}: {value}  # {fields[name].description}")
+    for name, places in decimals.items():
+        lines.append(f"{name}: {getattr(calibration, name):.{places}f}  # {fields[name].description}")
     return "\n".join(lines) + "\n"
+
+
+def _allreduce_comments(calibration: Calibration, gpu: GpuSpec, allreduce: AllReduceSource) -> list[str]:
+    points = allreduce.measurements.select("fit")
+    median, p90, worst = error_summary(allreduce_error(p, allreduce.gpu, calibration) for p in points)
+    sizes = sorted({p.tp for p in points})
+    lines = [
+        f"# all-reduce: {len(points)} fit points ({ALLREDUCE_MODE} mode, TP {sizes[0]}-{sizes[-1]}) of "
+        f"{_relative(allreduce.path)}",
+        f"# ({allreduce.measurements.label}), time |error| median {median:.1%}, p90 {p90:.1%}, "
+        f"max {worst:.1%}",
+    ]
+    if allreduce.gpu.name != gpu.name:
+        link = gpu.interconnect
+        lines += [
+            f"# The all-reduce keys are carried over from {allreduce.gpu.name} (no multi-GPU {gpu.name} "
+            "measurement):",
+            f"# both link their GPUs by {link.kind} at {link.link_bandwidth_gbps:g} GB/s per direction.",
+        ]
+    return lines
 
 
 def _relative(path: Path) -> str:
@@ -323,6 +444,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--date", default=datetime.date.today().isoformat(), help="date for the source line")
     parser.add_argument(
+        "--allreduce",
+        type=Path,
+        metavar="CSV",
+        help="also fit the all-reduce keys to allreduce.py's CSV (of this GPU or one linked alike)",
+    )
+    parser.add_argument(
         "--fix",
         type=_fixed_parameter,
         action="append",
@@ -337,6 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gpu = catalog.gpu(args.gpu) if args.gpu else catalog_gpu(measurements.gpu_name, catalog)
     options = [f"--fix {name}={value:g}" for name, value in args.fix]
     options += [
+        *(["--allreduce", _relative(args.allreduce)] if args.allreduce else []),
         *(["--gpu", args.gpu] if args.gpu else []),
         *(["--out", _relative(args.out)] if args.out else []),
     ]
@@ -344,14 +472,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     fitted_points = sum(len(measurements.select(phase, "fit")) for phase in PHASES)
     source = (
         f"fit of {args.date}: {_relative(args.csv)} ({measurements.gpu_name}, torch "
-        f"{measurements.torch_version}, {fitted_points} timed points with split=fit), by `{command}`"
+        f"{measurements.torch_version}, {fitted_points} timed points with split=fit)"
     )
+    allreduce = None
+    if args.allreduce:
+        collective = read_allreduce(args.allreduce)
+        allreduce = AllReduceSource(args.allreduce, collective, measured_gpu(collective, gpu, catalog))
+        source += (
+            f"; all-reduce: {_relative(args.allreduce)} ({collective.label}, "
+            f"{len(collective.select('fit'))} {ALLREDUCE_MODE} points with split=fit)"
+        )
     try:
-        calibration = fit(measurements, gpu, dict(args.fix)).model_copy(update={"source": source})
+        calibration = fit(measurements, gpu, dict(args.fix))
     except ValidationError as exc:
         parser.error(f"--fix: {exc}")
+    if allreduce:
+        calibration = fit_allreduce(allreduce.measurements, allreduce.gpu, calibration)
+    calibration = calibration.model_copy(update={"source": f"{source}, by `{command}`"})
     floor = lowest_mfu_decode(measurements.select("decode", "fit"), gpu, calibration)
-    text = render(calibration, gpu, measurements, floor)
+    text = render(calibration, gpu, measurements, floor, allreduce)
     out = args.out or default_calibration_dir() / f"{gpu.name}.yaml"
     out.write_text(text)
     print(text, end="")

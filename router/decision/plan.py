@@ -52,7 +52,7 @@ def plan_route(
 ) -> RoutePlan:
     """Raises NoEligibleEndpointError when no decoder can take the request, or when a handoff is
     required (mode Always) and no pair can do it."""
-    usable = (filters.healthy, filters.excluding(exclude))
+    usable = (filters.healthy, filters.excluding(exclude)) if exclude else (filters.healthy,)
     decode_pool = filters.apply(usable, decoders)
     if not decode_pool:
         raise NoEligibleEndpointError(Ineligibility.NO_DECODE)

@@ -11,7 +11,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from tandem.api.resource import GROUP, PLURAL, VERSION
@@ -126,8 +128,17 @@ class KubernetesDiscovery:
 
         return call
 
+    async def _slice_version(self) -> str:
+        """The EndpointSlice version to read; waits for an API server that answers."""
+        while True:
+            try:
+                return await slice_version(self._api)
+            except (ApiException, aiohttp.ClientError, TimeoutError, OSError) as exc:
+                log.warning("cannot read the API server's groups yet (%r); retrying", exc)
+                await asyncio.sleep(2.0)
+
     async def run(self) -> None:
-        version = await slice_version(self._api)
+        version = await self._slice_version()
         log.info("reading EndpointSlices as %s/%s", slices.GROUP, version)
         tracker = SliceTracker(self._k8s.pools, self._sink)
 

@@ -59,5 +59,9 @@ async def follow(
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             failures += 1
             log.warning("%s watch lost its connection (%r); retrying", what, exc)
+        except Exception:  # an object we could not read: say so loudly, keep what we know, retry
+            failures += 1
+            resource_version = None
+            log.exception("%s watch failed; listing again", what)
         if failures:
             await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S)) - 1])
