@@ -67,7 +67,8 @@ class Dtype(StrEnum):
 
 class ModelSpec(ApiModel):
     name: str = Field(
-        min_length=1, description="Model id as served (Hugging Face id), e.g. meta-llama/Llama-3.1-8B-Instruct."
+        min_length=1,
+        description="Model id as served (Hugging Face id), e.g. meta-llama/Llama-3.1-8B-Instruct.",
     )
     source: PvcSource | None = Field(default=None, description="Load weights from a PVC instead of the hub.")
     hf_token_secret: SecretKeyRef | None = Field(default=None, description="Secret holding HF_TOKEN.")
@@ -92,7 +93,9 @@ class EnvVar(ApiModel):
 class EngineSpec(ApiModel):
     type: EngineType = EngineType.VLLM
     image: str | None = Field(default=None, description="Defaults to the operator's image for the type.")
-    extra_args: list[str] = Field(default_factory=list, description="Appended to every engine's command line.")
+    extra_args: list[str] = Field(
+        default_factory=list, description="Appended to every engine's command line."
+    )
     env: list[EnvVar] = Field(default_factory=list)
 
 
@@ -159,8 +162,12 @@ class KvConnector(StrEnum):
 
 
 class LmcacheOptions(ApiModel):
-    decoder_buffer_bytes: int = Field(default=2 * 1024**3, ge=1024**2, description="pd_buffer_size, decoders.")
-    prefiller_buffer_bytes: int = Field(default=1024**3, ge=1024**2, description="pd_buffer_size, prefillers.")
+    decoder_buffer_bytes: int = Field(
+        default=2 * 1024**3, ge=1024**2, description="pd_buffer_size, decoders."
+    )
+    prefiller_buffer_bytes: int = Field(
+        default=1024**3, ge=1024**2, description="pd_buffer_size, prefillers."
+    )
     chunk_size: int = Field(default=256, ge=16)
     transfer_channel: Literal["nixl"] = "nixl"
     nixl_backends: list[str] = Field(default_factory=lambda: ["UCX"])

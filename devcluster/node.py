@@ -145,6 +145,8 @@ async def _running_node(
         hosts,
         proxy,
     )
+    # Pods that run as another user must traverse the work folder to reach their hosts file.
+    directory.chmod(directory.stat().st_mode | 0o111)
     memory_dir = Path("/dev/shm") / f"tandem-devcluster-{os.getpid()}"
     node = NodeContext(
         core=core,

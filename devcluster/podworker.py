@@ -24,7 +24,14 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from tandem.devcluster.containers import Backoff, ContainerRunner, RunnerSettings
 from tandem.devcluster.dns import HostsFiles, PodHosts
-from tandem.devcluster.env import PodFacts, container_argv, container_env, secret_text, service_link_env
+from tandem.devcluster.env import (
+    EnvError,
+    PodFacts,
+    container_argv,
+    container_env,
+    secret_text,
+    service_link_env,
+)
 from tandem.devcluster.images import runnable_argv
 from tandem.devcluster.launch import ContainerLaunch
 from tandem.devcluster.layout import pod_directory
@@ -69,6 +76,15 @@ async def _maybe(read: Any) -> Any:
         if exc.status == 404:
             return None
         raise
+
+
+def _security_field(name: str, container_context: Any, pod_context: Any) -> Any:
+    """A securityContext field: the container's value, else the pod's (as Kubernetes merges them)."""
+    for context in (container_context, pod_context):
+        value = getattr(context, name, None) if context is not None else None
+        if value is not None:
+            return value
+    return None
 
 
 def grace_seconds(pod: Any) -> float:
@@ -285,11 +301,15 @@ class PodWorker:
 
     async def _launch(self, container: Any) -> ContainerLaunch:
         spec = self._pod.spec
-        config_maps, secrets = await self._referenced(container)
+        try:
+            config_maps, secrets = await self._referenced(container)
+        except ApiException as exc:
+            raise EnvError(
+                f"cannot read the ConfigMaps and Secrets the environment names: {exc.status}"
+            ) from exc
         hostname = (spec.hostname or self._name)[:63]
-        security = container.security_context or spec.security_context
-        run_as_user = security.run_as_user if security is not None else None
-        run_as_group = security.run_as_group if security is not None else None
+        run_as_user = _security_field("run_as_user", container.security_context, spec.security_context)
+        run_as_group = _security_field("run_as_group", container.security_context, spec.security_context)
         base = {
             "PATH": self._node.path_env,
             "HOME": "/root" if not run_as_user else "/",

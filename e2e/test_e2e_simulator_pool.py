@@ -254,16 +254,33 @@ def test_uninstall_leaves_nothing_behind(release: Release, kube_api: client.ApiC
     core = client.CoreV1Api(kube_api)
 
     def leftovers() -> list[str]:
-        pods = [f"Pod/{p.metadata.name}" for p in core.list_namespaced_pod(release.namespace).items]
-        services = [
-            f"Service/{s.metadata.name}" for s in core.list_namespaced_service(release.namespace).items
+        """Every pod, Service and Deployment in the namespace, and whatever carries the release."""
+        namespace, selector = release.namespace, f"app.kubernetes.io/instance={release.name}"
+        apps, rbac = client.AppsV1Api(kube_api), client.RbacAuthorizationV1Api(kube_api)
+        found = [
+            *(f"Pod/{o.metadata.name}" for o in core.list_namespaced_pod(namespace).items),
+            *(f"Service/{o.metadata.name}" for o in core.list_namespaced_service(namespace).items),
+            *(f"Deployment/{o.metadata.name}" for o in apps.list_namespaced_deployment(namespace).items),
+            *(
+                f"ServiceAccount/{o.metadata.name}"
+                for o in core.list_namespaced_service_account(namespace, label_selector=selector).items
+            ),
+            *(
+                f"ClusterRole/{o.metadata.name}"
+                for o in rbac.list_cluster_role(label_selector=selector).items
+            ),
+            *(
+                f"ClusterRoleBinding/{o.metadata.name}"
+                for o in rbac.list_cluster_role_binding(label_selector=selector).items
+            ),
+            # Helm's record of the release.
+            *(
+                f"Secret/{o.metadata.name}"
+                for o in core.list_namespaced_secret(
+                    namespace, label_selector=f"owner=helm,name={release.name}"
+                ).items
+            ),
         ]
-        deployments = client.AppsV1Api(kube_api).list_namespaced_deployment(release.namespace).items
-        rbac = client.RbacAuthorizationV1Api(kube_api)
-        selector = f"app.kubernetes.io/instance={release.name}"
-        cluster_wide = [r.metadata.name for r in rbac.list_cluster_role(label_selector=selector).items] + [
-            b.metadata.name for b in rbac.list_cluster_role_binding(label_selector=selector).items
-        ]
-        return pods + services + [f"Deployment/{d.metadata.name}" for d in deployments] + cluster_wide
+        return found
 
     wait_until_gone(leftovers, "objects left after helm uninstall")

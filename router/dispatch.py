@@ -43,6 +43,7 @@ from tandem.router.monitor import EndpointMonitor
 from tandem.router.proxy import forward
 from tandem.router.reply import Reply
 from tandem.router.settings import RouterSettings
+from tandem.router.sse import ends_with_error
 from tandem.router.state import PoolRuntime, RouterState
 from tandem.router.upstream import Upstream
 
@@ -134,14 +135,16 @@ class Dispatcher:
     async def _measured(
         self, stream: AsyncIterator[bytes], held: Holdings, pool: str, route: str, started: float
     ) -> AsyncIterator[bytes]:
-        outcome, first = "cancelled", True
+        outcome, first, last = "cancelled", True, b""
         try:
             async for chunk in stream:
                 if first:
                     self.metrics.ttft.labels(pool, route).observe(time.monotonic() - started)
                     first = False
+                last = chunk
                 yield chunk
-            outcome = "ok"
+            # A stream that broke ends with an error event (ours or the engine's).
+            outcome = "error" if ends_with_error(last) else "ok"
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
             held.release()

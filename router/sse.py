@@ -27,6 +27,11 @@ def error_event(error: RouterError) -> bytes:
     return b"data: " + error.body() + b"\n\n"
 
 
+def ends_with_error(chunk: bytes) -> bool:
+    """Whether the last event in a stream's last chunk is an error object."""
+    return chunk.rstrip().rsplit(b"\n\n", 1)[-1].startswith(b'data: {"error"')
+
+
 async def replay(events: list[bytes]) -> AsyncIterator[bytes]:
     """A stream of events known in advance."""
     for item in events:

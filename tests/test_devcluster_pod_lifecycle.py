@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from tandem.devcluster import DevCluster
 from tandem.devcluster.testing import (
     container_pid,
     container_status,
+    finished_phase,
     pod_phase,
     pod_ready,
     ready_endpoints,
@@ -189,3 +191,24 @@ def test_deleted_pod_stops_its_process_then_disappears(kube_api: client.ApiClien
 
     wait_for(gone, timeout=20, message="the deleted pod removed from the API")
     assert not process_exists(pid)
+
+
+def test_pod_runs_as_the_user_its_security_context_names(
+    kube_api: client.ApiClient, local_devcluster: DevCluster, namespace: str
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    report = "echo ids $(id -u) $(id -g); cat /var/run/secrets/kubernetes.io/serviceaccount/namespace; echo"
+    manifest = pod(
+        "nobody", ["sh", "-c", report], restart_policy="Never", securityContext={"privileged": False}
+    )
+    assert manifest.spec is not None
+    manifest.spec.security_context = client.V1PodSecurityContext(run_as_user=65534, run_as_group=65534)
+    core.create_namespaced_pod(namespace, manifest)
+
+    finished = wait_for(
+        lambda: pod_when(core, namespace, "nobody", lambda p: finished_phase(p) is not None),
+        message="the pod running as nobody to finish",
+    )
+    logs = local_devcluster.pod_logs(namespace, "nobody")
+    assert pod_phase(finished) == "Succeeded", logs
+    assert logs.splitlines() == ["ids 65534 65534", namespace]

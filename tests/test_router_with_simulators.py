@@ -257,10 +257,12 @@ async def test_decoder_dying_mid_stream_ends_only_that_stream_with_an_error(
             body = {"model": MODEL, "prompt": SHORT_PROMPT, "max_tokens": 20, "stream": True}
             async with http.stream("POST", "/v1/completions", json=body) as response:
                 events = [line async for line in response.aiter_lines() if line.startswith("data:")]
+            metrics = (await http.get("/metrics")).text
     finally:
         decoder.set_faults()
     assert '"error"' in events[-1] and "[DONE]" not in "".join(events)
     assert len(events) >= 2
+    assert router_metric(metrics, "tandem_router_requests_total", route="direct", outcome="error") == 1
 
 
 @dataclass
