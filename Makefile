@@ -14,10 +14,14 @@ $(BIN)/tandem: pyproject.toml
 
 install: $(BIN)/tandem
 
-# The whole suite. KUBEBUILDER_ASSETS defaults to the control plane in ../shared when present.
+# KUBEBUILDER_ASSETS defaults to the control plane in ../shared when present, made able to serve
+# custom resources (devcluster/envtest/assets.sh explains; the first run builds an apiserver).
+ASSETS_DEFAULT = if [ -z "$$KUBEBUILDER_ASSETS" ] && [ -x ../shared/envtest/setup.sh ]; then \
+		KUBEBUILDER_ASSETS="$$(devcluster/envtest/assets.sh)" || exit 1; export KUBEBUILDER_ASSETS; fi
+
+# The whole suite.
 test: install
-	@if [ -z "$$KUBEBUILDER_ASSETS" ] && [ -x ../shared/envtest/setup.sh ]; then \
-		export KUBEBUILDER_ASSETS="$$(../shared/envtest/setup.sh)"; fi; \
+	@$(ASSETS_DEFAULT); \
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # mypy cannot follow setuptools' editable finder, so it checks a symlink tree shaped like the
@@ -34,8 +38,7 @@ lint: install typecheck-tree
 # The local demo (README): a devcluster (KUBEBUILDER_ASSETS, defaulting like `test`) or else kind,
 # the chart, the simulator pool, a short and a long prompt. DEMO_ONCE=1 exits after the prompts.
 demo: install
-	@if [ -z "$$KUBEBUILDER_ASSETS" ] && [ -x ../shared/envtest/setup.sh ]; then \
-		export KUBEBUILDER_ASSETS="$$(../shared/envtest/setup.sh)"; fi; \
+	@$(ASSETS_DEFAULT); \
 	$(BIN)/tandem demo
 
 # The e2e tests on a kind cluster (needs kind, Docker and kubectl): create it, build and load the
@@ -51,8 +54,10 @@ e2e-kind: install
 	TANDEM_TEST_KUBECONFIG=$(VENV)/kind-kubeconfig TANDEM_E2E_IMAGE=$(E2E_IMAGE) \
 		$(BIN)/python -m pytest e2e $(PYTEST_ARGS)
 
+# The chart ships the same CRD file (a test keeps the two identical).
 crds: install
 	$(BIN)/tandem crds > crds/tandem.dev_inferencepools.yaml
+	cp crds/tandem.dev_inferencepools.yaml charts/tandem/crds/tandem.dev_inferencepools.yaml
 
 clean:
 	rm -rf $(VENV) .mypy-tree .mypy_cache .pytest_cache .ruff_cache

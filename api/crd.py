@@ -80,10 +80,20 @@ def _convert_union(node: Schema, variants: list[Schema], defs: Schema) -> Schema
     raise ValueError(f"cannot express union of {sorted(map(str, kinds))} as a structural schema")
 
 
+def _without_defaults(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_defaults(v) for k, v in node.items() if k != "default"}
+    if isinstance(node, list):
+        return [_without_defaults(v) for v in node]
+    return node
+
+
 def custom_resource_definition() -> Schema:
     """The CRD manifest for inferencepools.tandem.dev."""
     spec = openapi_schema(InferencePoolSpec)
-    status = openapi_schema(InferencePoolStatus)
+    # Only the operator writes status, always whole; server-side defaults there would only add
+    # noise (and Kubernetes 1.20 rejects some, e.g. an empty-string default).
+    status = _without_defaults(openapi_schema(InferencePoolStatus))
     ready = '.status.conditions[?(@.type=="Ready")].status'
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

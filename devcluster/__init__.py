@@ -29,9 +29,15 @@
   ``/etc/hosts`` maps ``<svc>.<ns>.svc.cluster.local``, ``<svc>.<ns>.svc``, ``<svc>.<ns>`` and
   (same namespace) ``<svc>`` to ClusterIPs, or to ready pod IPs for headless Services.
 
-``tandem devcluster up`` / ``down`` run one from the shell (state in
-``$XDG_RUNTIME_DIR/tandem-devcluster`` or ``/tmp/tandem-devcluster-<uid>``). Pytest fixtures:
-``tandem.devcluster.testing``.
+Several devclusters can run at once on one machine: each claims an address *slot* (pod IPs
+127.k.x.y, Services 127.(100+k).0.0/16; see ``network``). ``tandem devcluster up`` / ``down`` run one
+from the shell (state in ``$XDG_RUNTIME_DIR/tandem-devcluster`` or ``/tmp/tandem-devcluster-<uid>``).
+Pytest fixtures: ``tandem.devcluster.testing``.
+
+Not there (by design of a process kubelet): isolation beyond mounts (no cgroup limits, one network
+namespace), the kubelet API (``kubectl logs/exec/port-forward``; use ``DevCluster.pod_logs``),
+Events, preStop/postStart hooks, ``hostNetwork``, Endpoints objects (the API rejects loopback
+addresses in them; EndpointSlices carry the endpoints), UDP, NodePort and ExternalName Services.
 """
 
 from __future__ import annotations

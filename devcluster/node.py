@@ -25,6 +25,7 @@ from tandem.devcluster.dns import HostsFiles
 from tandem.devcluster.errors import DevClusterError
 from tandem.devcluster.informer import Informer
 from tandem.devcluster.kubelet import Kubelet, NodeShape
+from tandem.devcluster.layout import make_traversable
 from tandem.devcluster.network import HOST_IP, NetworkSlot, PodAddresses
 from tandem.devcluster.podworker import NodeContext
 from tandem.devcluster.proxy import ServiceProxy
@@ -145,8 +146,7 @@ async def _running_node(
         hosts,
         proxy,
     )
-    # Pods that run as another user must traverse the work folder to reach their hosts file.
-    directory.chmod(directory.stat().st_mode | 0o111)
+    make_traversable(directory)
     memory_dir = Path("/dev/shm") / f"tandem-devcluster-{os.getpid()}"
     node = NodeContext(
         core=core,

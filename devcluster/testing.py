@@ -95,7 +95,7 @@ def wait_for(
         except ApiException as exc:
             last_error = exc
         if time.monotonic() >= deadline:
-            detail = f" (last API error: {last_error.status} {last_error.reason})" if last_error else ""
+            detail = f"; last API error: {last_error.status} {last_error.reason}" if last_error else ""
             pytest.fail(f"{message} (timed out after {timeout:g}s{detail})")
         time.sleep(interval)
 

@@ -197,7 +197,10 @@ def test_pod_runs_as_the_user_its_security_context_names(
     kube_api: client.ApiClient, local_devcluster: DevCluster, namespace: str
 ) -> None:
     core = client.CoreV1Api(kube_api)
-    report = "echo ids $(id -u) $(id -g); cat /var/run/secrets/kubernetes.io/serviceaccount/namespace; echo"
+    report = (
+        "echo ids $(id -u) $(id -g); cat /var/run/secrets/kubernetes.io/serviceaccount/namespace; echo;"
+        "getent hosts kubernetes.default >/dev/null && echo resolves"
+    )
     manifest = pod(
         "nobody", ["sh", "-c", report], restart_policy="Never", securityContext={"privileged": False}
     )
@@ -211,4 +214,4 @@ def test_pod_runs_as_the_user_its_security_context_names(
     )
     logs = local_devcluster.pod_logs(namespace, "nobody")
     assert pod_phase(finished) == "Succeeded", logs
-    assert logs.splitlines() == ["ids 65534 65534", namespace]
+    assert logs.splitlines() == ["ids 65534 65534", namespace, "resolves"]
