@@ -20,6 +20,7 @@ from tandem.operator.kube import KubeClient
 from tandem.operator.metrics import serve_metrics
 from tandem.operator.settings import OperatorSettings
 
+SHUTDOWN_GRACE_SECONDS = 0.25
 Flag = asyncio.Event | threading.Event | Future[Any] | None
 
 
@@ -59,3 +60,6 @@ async def run_operator(
             await metrics.cleanup()
         await controller.stop()
         await api.close()
+        # aiohttp's advice for a graceful shutdown: TLS connections need a few loop turns to
+        # close after their session is, or they are reported unclosed when the loop ends.
+        await asyncio.sleep(SHUTDOWN_GRACE_SECONDS)

@@ -22,7 +22,7 @@ from tandem.router.errors import QueueFullError
 @dataclass(frozen=True, slots=True)
 class Ticket:
     priority: int = 0
-    deadline: float = 0.0  # loop time by which the first token is due
+    deadline: float = 0.0  # time.monotonic() by which the first token is due
 
 
 @dataclass(order=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import re
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 
 # A client's X-Request-Id is passed to engines and logs: printable, bounded.
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/=+-]{1,128}$")
+GC_YOUNG_THRESHOLD = int(os.environ.get("GCT", "50000"))
 
 
 @dataclass
@@ -71,6 +73,7 @@ class RouterApp:
     def __init__(self, settings: RouterSettings) -> None:
         self.settings = settings
         self.services: Services | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the serving loop, once the lifespan runs
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): _completions(Kind.CHAT),
             ("POST", "/v1/completions"): _completions(Kind.COMPLETION),
@@ -84,7 +87,8 @@ class RouterApp:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "http":
-            await until_disconnect(self._http(scope, receive, send), receive)
+            loop = self._loop or asyncio.get_running_loop()
+            await until_disconnect(self._http(scope, receive, send), receive, loop)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         given = header(scope, b"x-request-id")
@@ -110,10 +114,13 @@ class RouterApp:
                 log.exception("router failed to start")
                 await send({"type": "lifespan.startup.failed", "message": repr(exc)})
                 return
+            self._loop = asyncio.get_running_loop()
+            _settle_collector()
             await send({"type": "lifespan.startup.complete"})
             message = await receive()
             assert message["type"] == "lifespan.shutdown"
             self.services = None
+            self._loop = None
         await send({"type": "lifespan.shutdown.complete"})
 
     async def _start(self, stack: AsyncExitStack) -> Services:
@@ -192,6 +199,16 @@ async def _background(work: Awaitable[None], name: str) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def _settle_collector() -> None:
+    """Tune the cyclic garbage collector for the data path, where it took 10-15% of the router's
+    CPU: what exists after startup lives as long as the app, so full collections stop walking it
+    (freeze); and young collections, which walk every object of every request in flight, run once
+    per GC_YOUNG_THRESHOLD allocations instead of 700 (a few MB of cyclic garbage at most)."""
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def create_app(settings: RouterSettings) -> RouterApp:

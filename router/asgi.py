@@ -74,10 +74,11 @@ async def send_reply(send: Send, reply: Reply) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-async def until_disconnect(work: Awaitable[None], receive: Receive) -> None:
+async def until_disconnect(work: Awaitable[None], receive: Receive, loop: asyncio.AbstractEventLoop) -> None:
     """Run `work` (answering the request, streaming included) unless the client leaves first: then
-    cancel it, which closes the backend connections and so aborts the engines' work."""
-    current = asyncio.current_task()
+    cancel it, which closes the backend connections and so aborts the engines' work. `loop` is the
+    running loop, passed in: on Python 3.11 each lookup of it is a getpid() system call."""
+    current = asyncio.current_task(loop)
     assert current is not None
     finished = False
 
@@ -85,7 +86,7 @@ async def until_disconnect(work: Awaitable[None], receive: Receive) -> None:
         if not finished and not watcher.cancelled():
             current.cancel()
 
-    watcher = asyncio.get_running_loop().create_task(_disconnected(receive))
+    watcher = loop.create_task(_disconnected(receive))
     watcher.add_done_callback(client_left)
     try:
         await work

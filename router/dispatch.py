@@ -100,7 +100,7 @@ class Dispatcher:
         pool = self.state.pool_for(request.model)
         name = pool.config.name
         started = time.monotonic()
-        deadline = asyncio.get_running_loop().time() + (hints.ttft_ms or pool.config.ttft_ms) / 1000
+        deadline = started + (hints.ttft_ms or pool.config.ttft_ms) / 1000
         try:
             await pool.admission.acquire(Ticket(hints.priority, deadline))
         except QueueFullError:

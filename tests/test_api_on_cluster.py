@@ -76,7 +76,10 @@ def test_server_rejects_invalid_pool_with_clear_message(
             del pool["spec"][key]
         else:
             pool["spec"][key] = value
-    result = kubectl(devcluster, "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(pool))
+    # --validate=false: the server, not kubectl's client-side check, must reject it.
+    result = kubectl(
+        devcluster, "apply", "--validate=false", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(pool)
+    )
     assert result.returncode != 0
     assert expected in result.stderr, result.stderr
 

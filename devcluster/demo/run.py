@@ -9,7 +9,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from tandem.api import InferencePool, InferencePoolStatus
+from tandem.api import DisaggregationMode, InferencePool, InferencePoolStatus
 from tandem.devcluster.demo import DemoError, chart, pool, traffic
 from tandem.devcluster.demo.clusters import open_cluster
 
@@ -25,10 +25,13 @@ class DemoOptions:
     max_tokens: int = 64
 
 
-def expected_routes(status: InferencePoolStatus) -> dict[str, str]:
-    """Which route each prompt must take: the long one is a handoff whenever the plan has a threshold."""
+def expected_routes(spec_pool: InferencePool, status: InferencePoolStatus) -> dict[str, str]:
+    """The route each prompt must take: the long one is a handoff pair when the pool has a
+    threshold, prefillers and disaggregation not turned off."""
     threshold = status.plan.prompt_tokens_threshold if status.plan is not None else None
-    return {"short": "direct", "long": "pd" if threshold is not None else "direct"}
+    prefillers = status.prefill.ready_replicas if status.prefill is not None else 0
+    splits = spec_pool.spec.disaggregation.mode != DisaggregationMode.NEVER
+    return {"short": "direct", "long": "pd" if splits and threshold is not None and prefillers else "direct"}
 
 
 def report_line(label: str, result: traffic.StreamResult) -> str:
@@ -50,7 +53,7 @@ def send_prompts(
         "short": traffic.SHORT_PROMPT,
         "long": traffic.long_prompt(threshold, spec.model.max_model_len, options.max_tokens),
     }
-    expected = expected_routes(status)
+    expected = expected_routes(spec_pool, status)
     wrong = []
     for label, prompt in prompts.items():
         result = traffic.stream_chat(base_url, spec.model.name, prompt, options.max_tokens)
