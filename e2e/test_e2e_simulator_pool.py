@@ -20,6 +20,7 @@ import pytest
 from kubernetes import client
 
 from tandem.api import GROUP, PLURAL, VERSION, ConditionType, InferencePool, InferencePoolStatus
+from tandem.devcluster.cluster import DevCluster
 from tandem.devcluster.demo import chart, pool, traffic
 from tandem.devcluster.testing import ClusterUnderTest, namespace_name, ready_endpoints, wait_for
 from tandem.operator.settings import DEFAULT_TANDEM_IMAGE
@@ -62,13 +63,17 @@ class ReadyPool:
     status: InferencePoolStatus
 
 
-def chart_values(namespace: str) -> dict[str, Any]:
+def chart_values(namespace: str, cluster: ClusterUnderTest) -> dict[str, Any]:
     repository, _, tag = IMAGE.rpartition(":")
-    return {
+    values: dict[str, Any] = {
         "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
         # Only this namespace: other tests' pools on the same cluster are not this operator's.
         "operator": {"watchNamespaces": [namespace]},
     }
+    if isinstance(cluster, DevCluster):
+        # Its pods are processes of this machine's Python, which the images' uid may not reach.
+        values["runAsUser"] = None
+    return values
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +83,7 @@ def release(devcluster: ClusterUnderTest, kube_api: client.ApiClient) -> Iterato
     core.create_namespace({"metadata": {"name": namespace, "labels": {"tandem.dev/test": "true"}}})
     name = "e2e"
     try:
-        chart.install(devcluster.kubeconfig, name, namespace, chart_values(namespace))
+        chart.install(devcluster.kubeconfig, name, namespace, chart_values(namespace, devcluster))
         yield Release(name, namespace, devcluster)
     finally:
         chart.uninstall(devcluster.kubeconfig, name, namespace)
@@ -143,7 +148,8 @@ def run_client_pod(
             "spec": {
                 "restartPolicy": "Never",
                 "automountServiceAccountToken": False,
-                "securityContext": {"runAsNonRoot": True, "runAsUser": 65532},
+                # The image's own user (65532); the devcluster runs it as this test's user.
+                "securityContext": {"runAsNonRoot": True},
                 "containers": [
                     {
                         "name": "client",

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import socket
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,11 +37,38 @@ logger = logging.getLogger(__name__)
 PoolKey = tuple[str, str]  # namespace, name
 ChildKey = tuple[str, str]  # kind, name
 APPLY_FAILED = "ApplyFailed"
+WORKLOAD_KINDS = frozenset({"Deployment", "LeaderWorkerSet"})
 # How stale the cluster's capabilities may be before a pool waiting for one looks again.
 REDISCOVER_SECONDS = 30.0
 _GROUPS = sorted(
     {kind.group for kind in CHILD_KINDS if kind.kind in ("PodDisruptionBudget", "LeaderWorkerSet")}
 )
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A decision with its children stamped for apply, and what it was decided from."""
+
+    fingerprint: tuple[object, ...]
+    decision: Decision
+    stamped: list[Body]
+
+
+def _same_version(recorded: Body | None, body: Body) -> bool:
+    version = body["metadata"].get("resourceVersion")
+    return (
+        recorded is not None
+        and version is not None
+        and recorded["metadata"].get("resourceVersion") == version
+    )
+
+
+def _recorded(body: Body) -> Body:
+    """What the cache keeps of an object: all but managedFields, which are large and unused here."""
+    meta = body.get("metadata", {})
+    if "managedFields" not in meta:
+        return body
+    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 
 def utc_now() -> str:
@@ -68,6 +96,7 @@ class Controller:
         self.statuses: dict[PoolKey, InferencePoolStatus] = {}
         # Children this process applied per pool: a missing one was deleted, so it is "restored".
         self._applied: dict[PoolKey, set[ChildKey]] = {}
+        self._decisions: dict[PoolKey, Decided] = {}
         self.caps = Capabilities()
         self._discovered_at = float("-inf")
         self._api: KubeClient | None = None
@@ -88,11 +117,13 @@ class Controller:
     def observe_pool(self, event_type: str | None, body: Body) -> None:
         key = _key(body)
         if event_type == "DELETED":
-            for table in (self.pools, self.statuses, self._applied):
+            for table in (self.pools, self.statuses, self._applied, self._decisions):
                 table.pop(key, None)
             self.queue.forget(key)
             return
-        self.pools[key] = body
+        if _same_version(self.pools.get(key), body):
+            return  # what the operator itself wrote, already recorded
+        self.pools[key] = _recorded(body)
         self.queue.add(key)
 
     def observe_child(self, event_type: str | None, body: Body) -> None:
@@ -110,7 +141,9 @@ class Controller:
             if not children:
                 del self.children[key]
         else:
-            children[child] = body
+            if _same_version(children.get(child), body):
+                return  # the echo of the operator's own apply, already recorded
+            children[child] = _recorded(body)
         if key in self.pools:
             self.queue.add(key)
 
@@ -177,21 +210,35 @@ class Controller:
         finally:
             self.metrics.duration.observe(time.perf_counter() - started)
 
-    async def _decide(self, body: Body) -> Decision:
-        decision = decide(body, self.caps, self.settings.images, self._planner)
-        waiting = decision.problem is not None and decision.problem.reason == LWS_MISSING
+    async def _decide(self, key: PoolKey, body: Body) -> Decided:
+        decided = self._decided(key, body)
+        problem = decided.decision.problem
+        waiting = problem is not None and problem.reason == LWS_MISSING
         if waiting and time.monotonic() - self._discovered_at > REDISCOVER_SECONDS:
             await self.discover()
-            decision = decide(body, self.caps, self.settings.images, self._planner)
-        return decision
+            decided = self._decided(key, body)
+        return decided
+
+    def _decided(self, key: PoolKey, body: Body) -> Decided:
+        """The decision for this spec, from cache when neither the spec nor the cluster changed."""
+        meta = body["metadata"]
+        fingerprint = (meta.get("uid"), meta.get("generation"), self.caps)
+        cached = self._decisions.get(key)
+        if cached is not None and cached.fingerprint == fingerprint:
+            return cached
+        decision = decide(body, self.caps, self.settings.images, self._planner)
+        stamped = [stamp(manifest) for manifest in decision.objects or []]
+        self._decisions[key] = decided = Decided(fingerprint, decision, stamped)
+        return decided
 
     async def _reconcile(self, key: PoolKey, body: Body) -> None:
-        decision = await self._decide(body)
+        decided = await self._decide(key, body)
+        decision = decided.decision
         changes = ChildChanges()
         problem, failure = decision.problem, None
         if decision.objects is not None:
             try:
-                changes = await self._sync_children(key, decision)
+                changes = await self._sync_children(key, decision.pool.uid, decided.stamped)
             except KubeError as exc:
                 if exc.transient:
                     raise
@@ -214,27 +261,33 @@ class Controller:
         if failure is not None:
             raise failure  # retried with backoff: a fix outside the spec (RBAC, quota) makes no event
 
-    async def _sync_children(self, key: PoolKey, decision: Decision) -> ChildChanges:
-        assert decision.objects is not None
+    async def _sync_children(self, key: PoolKey, uid: str, stamped_objects: list[Body]) -> ChildChanges:
         live = self.children.setdefault(key, {})
         applied_before = self._applied.get(key, set())
         changes = ChildChanges()
-        wanted: set[ChildKey] = set()
-        for manifest in decision.objects:
-            child = (manifest["kind"], manifest["metadata"]["name"])
-            wanted.add(child)
-            stamped = stamp(manifest)
+        pending: list[tuple[ChildKey, Body, Change]] = []
+        for stamped in stamped_objects:
+            child = (stamped["kind"], stamped["metadata"]["name"])
             change = needed_change(live.get(child), stamped)
-            if change is None:
-                continue
             if change is Change.CREATE and child in applied_before:
                 change = Change.REPAIR
-            live[child] = await self.api.apply(stamped)
+            if change is not None:
+                pending.append((child, stamped, change))
+
+        async def apply(child: ChildKey, stamped: Body, change: Change) -> None:
+            live[child] = _recorded(await self.api.apply(stamped))
             self.metrics.writes.labels("apply", child[0]).inc()
             changes.add(change, "/".join(child))
-        self._applied[key] = wanted
+
+        # Two waves, each applied at once: what pods need (ServiceAccount, ConfigMaps, ...) first,
+        # so the workloads' pods never wait on a missing object.
+        for wave in (False, True):
+            await asyncio.gather(
+                *(apply(*item) for item in pending if (item[0][0] in WORKLOAD_KINDS) is wave)
+            )
+        self._applied[key] = wanted = {(o["kind"], o["metadata"]["name"]) for o in stamped_objects}
         for child, body in list(live.items()):
-            if child in wanted or not _owned_by(body, decision.pool.uid):
+            if child in wanted or not _owned_by(body, uid):
                 continue
             await self.api.delete(kind_of(body), key[0], child[1], body["metadata"]["uid"])
             self.metrics.writes.labels("delete", child[0]).inc()
@@ -258,7 +311,7 @@ class Controller:
         if body.get("status") == wire:
             return
         namespace, name = key
-        self.pools[key] = await self.api.write_pool_status(namespace, name, wire)
+        self.pools[key] = _recorded(await self.api.write_pool_status(namespace, name, wire))
         self.metrics.writes.labels("patch", "InferencePool/status").inc()
 
     async def _post_events(

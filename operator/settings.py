@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 VLLM_VERSION = "v0.33.0"
 LMCACHE_VERSION = "0.5.6"
 TANDEM_VERSION = "0.1.0"
+# Both images (images/) run as this user.
+IMAGE_UID = 65532
 DEFAULT_TANDEM_IMAGE = f"ghcr.io/tandem-dev/tandem:{TANDEM_VERSION}"
 DEFAULT_VLLM_IMAGE = f"ghcr.io/tandem-dev/vllm-lmcache:{VLLM_VERSION}-lmcache{LMCACHE_VERSION}"
 
@@ -29,6 +31,9 @@ class Images(BaseModel):
 
     tandem: str = Field(default=DEFAULT_TANDEM_IMAGE, min_length=1, description="Router and simulator.")
     vllm: str = Field(default=DEFAULT_VLLM_IMAGE, min_length=1, description="vLLM with LMCache.")
+    run_as_user: int | None = Field(
+        default=IMAGE_UID, ge=1, description="The images' non-root uid; None: run as each image's own user."
+    )
 
 
 class OperatorSettings(BaseModel):
@@ -54,6 +59,7 @@ class OperatorSettings(BaseModel):
 _ENV = {
     "TANDEM_IMAGE": ("images", "tandem"),
     "TANDEM_VLLM_IMAGE": ("images", "vllm"),
+    "TANDEM_RUN_AS_USER": ("images", "run_as_user"),
     "TANDEM_OPERATOR_NAMESPACES": ("namespaces",),
     "TANDEM_BIND_HOST": ("bind_host",),
     "TANDEM_OPERATOR_LIVENESS_PORT": ("liveness_port",),
@@ -66,7 +72,7 @@ _ENV = {
 def settings_from_env(env: Mapping[str, str], **overrides: object) -> OperatorSettings:
     """Settings from environment variables (see ``_ENV``), then ``overrides`` (CLI flags) on top."""
     raw: dict[str, object] = {}
-    images: dict[str, str] = {}
+    images: dict[str, str | None] = {}
     sources: dict[tuple[str, ...], str] = {}  # field path -> where its value came from
     for variable, path in _ENV.items():
         value = env.get(variable)
@@ -74,16 +80,16 @@ def settings_from_env(env: Mapping[str, str], **overrides: object) -> OperatorSe
             continue
         sources[path] = variable
         if path[0] == "images":
-            images[path[1]] = value
+            images[path[1]] = None if value == "image" else value
         elif path[0] == "namespaces":
             raw["namespaces"] = tuple(part.strip() for part in value.split(",") if part.strip())
         else:
             raw[path[0]] = value
     if images:
         raw["images"] = images
-    for name, value in overrides.items():
-        if value is not None:
-            raw[name] = value
+    for name, override in overrides.items():
+        if override is not None:
+            raw[name] = override
             sources[(name,)] = "--" + name.replace("_", "-")
     try:
         return OperatorSettings.model_validate(raw)

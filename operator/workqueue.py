@@ -66,6 +66,10 @@ class WorkQueue(Generic[K]):
         self._timers.pop(key, None)
         self.add(key)
 
+    async def join(self) -> None:
+        """Wait until every queued key is processed (retries waiting on a timer excepted)."""
+        await self._queue.join()
+
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._work(), name=f"reconcile-worker-{i}") for i in range(self._workers)
@@ -110,3 +114,4 @@ class WorkQueue(Generic[K]):
                     self._dirty.discard(key)
                     if not failed:
                         self.add(key)
+                self._queue.task_done()

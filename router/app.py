@@ -34,6 +34,7 @@ from tandem.router.connectors import Connector, LmcacheConnector, NixlConnector,
 from tandem.router.discovery.static import publish_static
 from tandem.router.dispatch import Dispatcher, Hints
 from tandem.router.endpoints import EndpointRegistry
+from tandem.router.engine_client import EngineClient
 from tandem.router.errors import (
     BadRequestError,
     MethodNotAllowedError,
@@ -88,7 +89,7 @@ class RouterApp:
             await self._lifespan(receive, send)
         elif scope["type"] == "http":
             loop = self._loop or asyncio.get_running_loop()
-            await until_disconnect(self._http(scope, receive, send), receive, loop)
+            await until_disconnect(lambda body: self._http(scope, body, send), receive, loop)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         given = header(scope, b"x-request-id")
@@ -137,7 +138,9 @@ class RouterApp:
         metrics.track(registry, state.queue_depths)
         session = new_session(settings.connect_timeout_s)
         stack.push_async_callback(session.close)
-        upstream = Upstream(session, control_timeout_s=settings.control_timeout_s)
+        engines = EngineClient(connect_timeout_s=settings.connect_timeout_s)
+        stack.push_async_callback(engines.close)
+        upstream = Upstream(engines, control_timeout_s=settings.control_timeout_s)
         monitor = EndpointMonitor(
             registry,
             session,

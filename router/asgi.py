@@ -74,22 +74,33 @@ async def send_reply(send: Send, reply: Reply) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-async def until_disconnect(work: Awaitable[None], receive: Receive, loop: asyncio.AbstractEventLoop) -> None:
-    """Run `work` (answering the request, streaming included) unless the client leaves first: then
-    cancel it, which closes the backend connections and so aborts the engines' work. `loop` is the
-    running loop, passed in: on Python 3.11 each lookup of it is a getpid() system call."""
+async def until_disconnect(
+    work: Callable[[Receive], Awaitable[None]], receive: Receive, loop: asyncio.AbstractEventLoop
+) -> None:
+    """Run `work(receive)` (answering the request, streaming included) unless the client leaves
+    first: then cancel it, which closes the backend connections and so aborts the engines' work.
+    The watch starts only once `work` has read the whole body: two readers of `receive` would
+    split a body that arrives in several messages between them. `loop` is the running loop,
+    passed in: on Python 3.11 each lookup of it is a getpid() system call."""
     current = asyncio.current_task(loop)
     assert current is not None
     finished = False
+    body_read = asyncio.Event()
+
+    async def receive_body() -> Message:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body"):
+            body_read.set()
+        return message
 
     def client_left(watcher: asyncio.Task[None]) -> None:
         if not finished and not watcher.cancelled():
             current.cancel()
 
-    watcher = loop.create_task(_disconnected(receive))
+    watcher = loop.create_task(_disconnected(receive, body_read))
     watcher.add_done_callback(client_left)
     try:
-        await work
+        await work(receive_body)
     except asyncio.CancelledError:
         if not (watcher.done() and not watcher.cancelled() and current.cancelling() == 1):
             raise  # cancelled from outside (shutdown), not (only) by the client leaving
@@ -99,6 +110,7 @@ async def until_disconnect(work: Awaitable[None], receive: Receive, loop: asynci
         watcher.cancel()
 
 
-async def _disconnected(receive: Receive) -> None:
+async def _disconnected(receive: Receive, body_read: asyncio.Event) -> None:
+    await body_read.wait()
     while (await receive())["type"] != "http.disconnect":
         pass

@@ -1,8 +1,8 @@
-"""Calls to engines over the shared aiohttp client, with failures translated to router errors.
+"""Calls to engines, with failures translated to router errors.
 
-aiohttp carries the data path: measured in benchmarks/router_http_stack.py, an aiohttp client is
-several times faster than httpx's default transport, and one client for control calls too keeps
-one connection pool per engine.
+The data path (completions, /tokenize) goes through `EngineClient`, a lean keep-alive HTTP/1.1
+client (engine_client.py says why); the monitor's scrapes and probes use the aiohttp session made
+here, off the request path.
 """
 
 from __future__ import annotations
@@ -15,42 +15,39 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from tandem.router.engine_client import EngineClient, EngineResponse
 from tandem.router.errors import BackendError, BackendUnreachableError, EngineRejectedError, RouterError
 from tandem.router.sse import error_event
 
 log = logging.getLogger(__name__)
 
-JSON_HEADERS = {"Content-Type": "application/json"}
-_TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
-
 
 def new_session(connect_timeout_s: float) -> aiohttp.ClientSession:
-    # Idle connections close after 4 s: vLLM's keep-alive is 5 s, so the router never reuses one
-    # the engine is closing.
+    """The monitor's client. Idle connections close after 4 s: vLLM's keep-alive is 5 s, so it never
+    reuses one the engine is closing."""
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0, enable_cleanup_closed=True)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s)
     return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
 
 
 class Upstream:
-    def __init__(self, session: aiohttp.ClientSession, *, control_timeout_s: float) -> None:
-        self.session = session
-        self._control_timeout = aiohttp.ClientTimeout(total=control_timeout_s)
+    def __init__(self, client: EngineClient, *, control_timeout_s: float) -> None:
+        self.client = client
+        self._control_timeout_s = control_timeout_s
 
-    async def open(self, url: str, path: str, body: bytes, request_id: str) -> aiohttp.ClientResponse:
+    async def open(self, url: str, path: str, body: bytes, request_id: str) -> EngineResponse:
         """POST and return once the engine's status line and headers are in. Raises
         BackendUnreachableError when they never come or say 503 (retry elsewhere), else
         EngineRejectedError (4xx, the client's fault) or BackendError (5xx)."""
-        headers = {**JSON_HEADERS, "X-Request-Id": request_id}
         try:
-            resp = await self.session.post(url + path, data=body, headers=headers)
-        except _TRANSPORT_ERRORS as exc:
+            resp = await self.client.post(url, path, body, request_id)
+        except OSError as exc:  # EngineConnectionError and timeouts
             raise BackendUnreachableError(url, repr(exc)) from exc
         if resp.status < 400:
             return resp
         try:
             payload = await resp.read()
-        except _TRANSPORT_ERRORS:
+        except OSError:
             payload = b""
         finally:
             resp.release()
@@ -60,11 +57,11 @@ class Upstream:
             raise EngineRejectedError(resp.status, payload)
         raise BackendError(f"Engine {url} answered {resp.status}", code="engine_error")
 
-    async def read(self, resp: aiohttp.ClientResponse, url: str) -> bytes:
+    async def read(self, resp: EngineResponse, url: str) -> bytes:
         """The whole body of an opened response; a break is a BackendError."""
         try:
             return await resp.read()
-        except _TRANSPORT_ERRORS as exc:
+        except OSError as exc:
             raise BackendError(f"Engine {url} broke off its answer: {exc!r}", code="engine_broke") from exc
         finally:
             resp.release()
@@ -76,7 +73,7 @@ class Upstream:
     async def control(self, url: str, path: str, payload: Any, request_id: str) -> dict[str, Any]:
         """A short call (/tokenize) under the control timeout."""
         try:
-            async with asyncio.timeout(self._control_timeout.total):
+            async with asyncio.timeout(self._control_timeout_s):
                 return await self.post_json(url, path, payload, request_id)
         except TimeoutError as exc:
             raise BackendUnreachableError(url, f"{path} timed out") from exc
@@ -93,16 +90,16 @@ def decode_object(raw: bytes, url: str) -> dict[str, Any]:
 
 
 async def relay(
-    resp: aiohttp.ClientResponse, url: str, on_break: Callable[[RouterError], None]
+    resp: EngineResponse, url: str, on_break: Callable[[RouterError], None]
 ) -> AsyncIterator[bytes]:
     """The engine's stream as it comes; a break mid-stream ends it with one error event. Closing the
     generator early (the client left) closes the connection, which makes the engine abort."""
     finished = False
     try:
-        async for chunk in resp.content.iter_any():
+        async for chunk in resp.iter_chunks():
             yield chunk
         finished = True
-    except _TRANSPORT_ERRORS as exc:
+    except OSError as exc:
         log.warning("stream from %s broke: %r", url, exc)
         error = BackendError(f"Engine {url} broke off the stream", code="engine_broke")
         on_break(error)

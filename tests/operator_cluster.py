@@ -17,7 +17,7 @@ from tandem.api import GROUP, PLURAL, VERSION
 from tandem.devcluster.testing import wait_for
 from tandem.operator.planning import catalog_planner
 from tandem.operator.runner import run_operator
-from tandem.operator.settings import OperatorSettings
+from tandem.operator.settings import Images, OperatorSettings
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 CRD_FILE = Path(__file__).resolve().parent.parent / "crds" / "tandem.dev_inferencepools.yaml"
@@ -45,6 +45,9 @@ class OperatorThread:
 
     def __init__(self, kubeconfig: Path, namespace: str, resync_seconds: float = 600) -> None:
         self.settings = OperatorSettings(
+            # The devcluster runs containers as local processes of this machine's Python, which a
+            # non-root uid cannot reach (under /root): pods keep the process's user.
+            images=Images(run_as_user=None),
             kubeconfig=kubeconfig,
             namespaces=(namespace,),
             bind_host="127.0.0.1",

@@ -14,7 +14,7 @@ import yaml
 from tandem.api import InferencePool
 from tandem.api.cli import render_crds
 from tandem.operator.rbac import operator_rules
-from tandem.operator.settings import DEFAULT_TANDEM_IMAGE, TANDEM_VERSION, settings_from_env
+from tandem.operator.settings import DEFAULT_TANDEM_IMAGE, IMAGE_UID, TANDEM_VERSION, settings_from_env
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "tandem"
@@ -48,6 +48,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "image": {"tag": "0.1.0-rc1", "pullPolicy": "Always"},
         "operator": {"childImage": "x/tandem:2"},
     },
+    "images-own-user": {"runAsUser": None},
 }
 
 
@@ -102,10 +103,18 @@ def test_operator_runs_the_tandem_image_as_non_root_with_a_read_only_root() -> N
     container = operator_container(found)
     assert container["image"] == f"ghcr.io/tandem-dev/tandem:{TANDEM_VERSION}"
     assert container["command"] == ["tandem", "operator"]
-    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == IMAGE_UID
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert pod["serviceAccountName"] == one(found, "ServiceAccount")["metadata"]["name"]
+
+
+def test_without_a_uid_pods_stay_non_root_as_their_images_user() -> None:
+    found = objects(VALUE_SETS["images-own-user"])
+    pod = one(found, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and "runAsUser" not in pod["securityContext"]
+    assert env_of(operator_container(found))["TANDEM_RUN_AS_USER"] == "image"
 
 
 def test_operator_deployment_selects_only_its_own_pods() -> None:
@@ -126,6 +135,7 @@ def test_operator_accepts_the_environment_the_chart_gives_it(values: dict[str, A
     assert settings.images.tandem == operator_values.get("childImage", container["image"])
     if "engineImage" in operator_values:
         assert settings.images.vllm == operator_values["engineImage"]
+    assert settings.images.run_as_user == merged.get("runAsUser", IMAGE_UID)
     metrics_on = merged.get("metrics", {}).get("enabled", True)
     assert (settings.metrics_port != 0) == metrics_on
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}

@@ -27,9 +27,9 @@ def broken_links(page: Path) -> list[str]:
             continue
         path, _, anchor = target.partition("#")
         destination = (page.parent / path).resolve() if path else page
-        if not destination.exists():
-            broken.append(target)
-        elif anchor and destination.suffix == ".md" and anchor not in anchors(destination):
+        if not destination.exists() or (
+            anchor and destination.suffix == ".md" and anchor not in anchors(destination)
+        ):
             broken.append(target)
     return broken
 

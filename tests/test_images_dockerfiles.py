@@ -16,13 +16,13 @@ import yaml
 
 from tandem.cli import build_parser
 from tandem.devcluster.images import repository_name
-from tandem.operator.build.engine import RUN_AS
 from tandem.operator.capabilities import Capabilities
 from tandem.operator.decide import decide
 from tandem.operator.planning import catalog_planner
 from tandem.operator.settings import (
     DEFAULT_TANDEM_IMAGE,
     DEFAULT_VLLM_IMAGE,
+    IMAGE_UID,
     LMCACHE_VERSION,
     VLLM_VERSION,
     Images,
@@ -132,7 +132,7 @@ def test_final_stage_runs_as_the_operators_non_root_user(dockerfile: Path) -> No
     user, _, group = final_user(dockerfile).partition(":")
     assert user.isdigit() and int(user) != 0, "use a numeric uid, so runAsNonRoot can verify it"
     # The pods the operator renders set runAsUser to this uid; files the image owns must match.
-    assert int(user) == RUN_AS and (not group or int(group) == RUN_AS)
+    assert int(user) == IMAGE_UID and (not group or int(group) == IMAGE_UID)
 
 
 def test_tandem_image_installs_every_component() -> None:

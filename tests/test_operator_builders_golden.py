@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from operator_cases import OLD_CLUSTER, WITH_LWS, example_spec, layout, pool, render
 
-from tandem.operator.build import Manifest
+from tandem.operator.build import Manifest, desired_objects
 from tandem.operator.rbac import rbac_manifests
+from tandem.operator.settings import Images
 from tandem.operator.yamldump import dump_all
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "operator"
@@ -67,3 +68,14 @@ def test_old_cluster_gets_beta_disruption_budgets() -> None:
     kinds = {(o["apiVersion"], o["kind"]) for o in _vllm_lmcache()}
     assert ("policy/v1beta1", "PodDisruptionBudget") in kinds
     assert OLD_CLUSTER.lws_api_version is None
+
+
+def test_pods_run_as_the_images_user_unless_told_to_keep_theirs() -> None:
+    spec = example_spec("simulator-pool.yaml")
+    for images, expected in ((Images(), 65532), (Images(run_as_user=None), None)):
+        objects = desired_objects(pool("sim"), spec, layout(spec), images, OLD_CLUSTER)
+        for deployment in (o for o in objects if o["kind"] == "Deployment"):
+            context = deployment["spec"]["template"]["spec"]["securityContext"]
+            assert context.get("runAsUser") == expected
+            assert context.get("runAsNonRoot") is (True if expected else None)
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}

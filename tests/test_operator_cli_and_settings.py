@@ -53,3 +53,9 @@ def test_rbac_subcommand_prints_the_generated_manifest(capsys: pytest.CaptureFix
 def test_operator_refuses_bad_settings_before_connecting(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["operator", "--workers", "0"]) == 2
     assert "--workers: Input should be greater than or equal to 1" in capsys.readouterr().err
+
+
+def test_images_own_user_can_replace_the_pinned_uid() -> None:
+    assert settings_from_env({}).images.run_as_user == 65532
+    assert settings_from_env({"TANDEM_RUN_AS_USER": "image"}).images.run_as_user is None
+    assert settings_from_env({"TANDEM_RUN_AS_USER": "1000"}).images.run_as_user == 1000

@@ -49,6 +49,6 @@ def test_each_subcommand_module_registers_its_own_name() -> None:
 
 
 def test_engine_subcommand_does_not_load_the_operator_stack() -> None:
-    probe = "import sys; from tandem.cli import build_parser; build_parser('sim'); print('kopf' in sys.modules)"
+    probe = "import sys, tandem.cli as c; c.build_parser('sim'); print('kopf' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr

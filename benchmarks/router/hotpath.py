@@ -78,7 +78,9 @@ def summarise(stacks: Counter[tuple[str, ...]], top: int) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("profile", type=Path, help="py-spy record -f raw output")
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args()

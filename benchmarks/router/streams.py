@@ -88,7 +88,8 @@ async def hold(url: str, streams: int, ramp_s: float, deadline_s: float) -> dict
     began = time.monotonic()
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         tasks = [
-            asyncio.create_task(_one(session, url, began + ramp_s * i / streams, tally)) for i in range(streams)
+            asyncio.create_task(_one(session, url, began + ramp_s * i / streams, tally))
+            for i in range(streams)
         ]
         _, pending = await asyncio.wait(tasks, timeout=deadline_s)
         for task in pending:
@@ -109,11 +110,15 @@ async def hold(url: str, streams: int, ramp_s: float, deadline_s: float) -> dict
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("url", help="the proxy's /v1/chat/completions URL")
     parser.add_argument("--streams", type=int, default=5000)
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which streams start")
-    parser.add_argument("--deadline", type=float, default=60.0, help="seconds before open streams count as errors")
+    parser.add_argument(
+        "--deadline", type=float, default=60.0, help="seconds before open streams count as errors"
+    )
     args = parser.parse_args()
     limit = raise_open_files(args.streams + 256)
     if limit < args.streams + 64:

@@ -9,11 +9,15 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 
+import openai
+
 from tandem.api import DisaggregationMode, InferencePool, InferencePoolStatus
 from tandem.devcluster.demo import DemoError, chart, pool, traffic
 from tandem.devcluster.demo.clusters import open_cluster
 
 Say = Callable[[str], None]
+# Length of the "long" prompt when the plan has no handoff threshold (every prompt goes direct).
+_NO_THRESHOLD_TOKENS = 1024
 
 
 @dataclass(frozen=True)
@@ -46,17 +50,22 @@ def send_prompts(
 ) -> None:
     """Stream the short and the long prompt; fail when a route differs from the plan's promise."""
     spec = spec_pool.spec
-    threshold = (
-        status.plan.prompt_tokens_threshold if status.plan and status.plan.prompt_tokens_threshold else 1024
-    )
-    prompts = {
-        "short": traffic.SHORT_PROMPT,
-        "long": traffic.long_prompt(threshold, spec.model.max_model_len, options.max_tokens),
-    }
+    planned = status.plan.prompt_tokens_threshold if status.plan is not None else None
+    threshold = planned if planned is not None else _NO_THRESHOLD_TOKENS
+    try:
+        prompts = {
+            "short": traffic.SHORT_PROMPT,
+            "long": traffic.long_prompt(threshold, spec.model.max_model_len, options.max_tokens),
+        }
+    except ValueError as exc:
+        raise DemoError(str(exc)) from exc
     expected = expected_routes(spec_pool, status)
     wrong = []
     for label, prompt in prompts.items():
-        result = traffic.stream_chat(base_url, spec.model.name, prompt, options.max_tokens)
+        try:
+            result = traffic.stream_chat(base_url, spec.model.name, prompt, options.max_tokens)
+        except (openai.APIError, ValueError) as exc:
+            raise DemoError(f"the {label} prompt through {base_url} failed: {exc}") from exc
         say(report_line(label, result))
         if result.route != expected[label]:
             wrong.append(f"the {label} prompt took route {result.route!r}, expected {expected[label]!r}")

@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
-import aiohttp
 import msgspec
 
 from tandem.router.client_request import ClientRequest
@@ -26,6 +25,7 @@ from tandem.router.compose import AnswerComposer
 from tandem.router.connectors.base import Connector, HandoffJob, TakeOut
 from tandem.router.connectors.notify import Arrivals, NotificationHub
 from tandem.router.endpoints import EndpointRegistry
+from tandem.router.engine_client import EngineResponse
 from tandem.router.errors import (
     BackendError,
     BackendUnreachableError,
@@ -196,14 +196,14 @@ class LmcacheConnector(Connector):
         self,
         job: HandoffJob,
         composer: AnswerComposer,
-        decode: aiohttp.ClientResponse | bytes,
+        decode: EngineResponse | bytes,
         req_id: str,
         arrivals: Arrivals,
         release_buffer: Callable[[], None],
     ) -> AsyncIterator[bytes]:
         """`decode` is the opened decode answer, or the decode body when the first token goes
         out before the KV wait."""
-        resp: aiohttp.ClientResponse | None = None
+        resp: EngineResponse | None = None
         try:
             yield event(composer.first_event())
             if isinstance(decode, bytes):  # first token sent early: now the wait, then the decode
@@ -230,14 +230,14 @@ class LmcacheConnector(Connector):
 
     async def _converted(
         self,
-        resp: aiohttp.ClientResponse,
+        resp: EngineResponse,
         job: HandoffJob,
         composer: AnswerComposer,
         release: Callable[[], None],
     ) -> AsyncIterator[bytes]:
         parser = SseParser()
         try:
-            async for chunk in resp.content.iter_any():
+            async for chunk in resp.iter_chunks():
                 release()  # the decoder is generating: it has read the KV out of its buffer
                 for payload in parser.feed(chunk):
                     if parser.is_done(payload):
@@ -250,7 +250,7 @@ class LmcacheConnector(Connector):
                         if "error" in chunk_object
                         else event(composer.stream_event(chunk_object))
                     )
-        except (aiohttp.ClientError, OSError, TimeoutError, BackendError) as exc:
+        except (OSError, BackendError) as exc:  # EngineConnectionError, timeouts
             log.warning("decode stream from %s broke: %r", job.decode.url, exc)
             error = BackendError(f"Engine {job.decode.url} broke off the stream", code="engine_broke")
             self.take_out(job.decode, error.message)
