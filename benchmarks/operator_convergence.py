@@ -12,8 +12,8 @@ own process (`tandem operator`), then measures:
    no watches, no status), as the operator applies them (what pods need, then the workloads, each
    wave at once) and as many pools at a time as the operator has workers; the ratio operator /
    baseline is the operator's overhead on top of the API server's own cost;
-4. the operator's resident memory (VmRSS) idle, and after the pools converged, and the API
-   writes it made (its /metrics).
+4. the operator's resident memory (VmRSS) idle and after the pools converged, the CPU time it
+   spent converging them, and the API writes it made (its /metrics).
 
 Pools are the Llama-3.1-8B example (engine vllm), each under its own name.
 
@@ -80,6 +80,12 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def operator_writes(metrics_port: int) -> int:
@@ -234,7 +240,7 @@ async def run(api: KubeClient, kubeconfig: Path, args: argparse.Namespace) -> No
               f"max {max(latencies) * 1000:.0f} ms over {args.single} pools")  # fmt: skip
     async with operator_process(kubeconfig, "many", args.workers) as (pid, metrics_port):
         await asyncio.sleep(1)
-        idle_rss = rss_mib(pid)
+        idle_rss, idle_cpu = rss_mib(pid), cpu_seconds(pid)
         names = {f"pool-{index}" for index in range(args.pools)}
         started = time.perf_counter()
         await asyncio.gather(
@@ -245,7 +251,10 @@ async def run(api: KubeClient, kubeconfig: Path, args: argparse.Namespace) -> No
         writes = operator_writes(metrics_port)
         print(f"{args.pools} pools created in {created:.1f} s; all converged after {converged:.1f} s "
               f"({args.pools / converged:.1f} pools/s); operator API writes: {writes}")  # fmt: skip
-        print(f"operator RSS: {idle_rss:.0f} MiB idle, {rss_mib(pid):.0f} MiB with {args.pools} pools")
+        print(
+            f"operator RSS: {idle_rss:.0f} MiB idle, {rss_mib(pid):.0f} MiB with {args.pools} pools; "
+            f"CPU while converging: {cpu_seconds(pid) - idle_cpu:.1f} s"
+        )
     direct = await baseline(api, "baseline", args.pools, args.workers)
     print(
         f"baseline (this script applies the same children itself, {args.workers} at a time): {direct:.1f} s"

@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict
 # API versions in order of preference: the newest served wins.
 PDB_VERSIONS = ("policy/v1", "policy/v1beta1")
 LWS_VERSIONS = ("leaderworkerset.x-k8s.io/v1",)
+# API groups whose discovery decides the above.
+DISCOVERED_GROUPS = tuple(sorted({version.rpartition("/")[0] for version in PDB_VERSIONS + LWS_VERSIONS}))
 
 
 class Capabilities(BaseModel):

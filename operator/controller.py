@@ -20,11 +20,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from tandem.api import InferencePoolStatus
-from tandem.operator.capabilities import Capabilities, capabilities_from
+from tandem.operator.capabilities import DISCOVERED_GROUPS, Capabilities, capabilities_from
 from tandem.operator.decide import LWS_MISSING, Decision, Planner, decide
 from tandem.operator.drift import Change, needed_change, stamp
 from tandem.operator.events import ChildChanges, event_manifest, pool_events
-from tandem.operator.kinds import CHILD_KINDS, kind_list_paths, kind_of
+from tandem.operator.kinds import kind_list_paths, kind_of, served_kinds
 from tandem.operator.kube import Body, KubeClient, KubeError
 from tandem.operator.metrics import OperatorMetrics
 from tandem.operator.naming import MANAGED_BY, MANAGED_BY_LABEL, POOL_LABEL, Role
@@ -40,9 +40,6 @@ APPLY_FAILED = "ApplyFailed"
 WORKLOAD_KINDS = frozenset({"Deployment", "LeaderWorkerSet"})
 # How stale the cluster's capabilities may be before a pool waiting for one looks again.
 REDISCOVER_SECONDS = 30.0
-_GROUPS = sorted(
-    {kind.group for kind in CHILD_KINDS if kind.kind in ("PodDisruptionBudget", "LeaderWorkerSet")}
-)
 
 
 @dataclass(frozen=True)
@@ -163,20 +160,14 @@ class Controller:
         await self.queue.stop()
 
     async def discover(self) -> None:
-        served = [version for group in _GROUPS for version in await self.api.served_versions(group)]
+        served = [version for group in DISCOVERED_GROUPS for version in await self.api.served_versions(group)]
         self.caps = capabilities_from(served)
         self._discovered_at = time.monotonic()
 
     async def _prime(self) -> None:
         """Record the existing children before the first reconcile, so none looks missing."""
-        served = {self.caps.pdb_api_version, self.caps.lws_api_version}
-        kinds = [
-            k
-            for k in CHILD_KINDS
-            if k.kind not in ("PodDisruptionBudget", "LeaderWorkerSet") or k.api_version in served
-        ]
         query = {"labelSelector": f"{MANAGED_BY_LABEL}={MANAGED_BY}"}
-        for kind in kinds:
+        for kind in served_kinds(self.caps):
             for path in kind_list_paths(kind, self.settings.namespaces):
                 listing = await self.api.request("GET", path, query=query)
                 for item in listing.get("items", []):
@@ -260,6 +251,9 @@ class Controller:
         await self._post_events(body, previous, status, changes)
         if failure is not None:
             raise failure  # retried with backoff: a fix outside the spec (RBAC, quota) makes no event
+        if problem is not None and problem.reason == LWS_MISSING:
+            # Installing a CRD makes no event on the pool: look again once discovery may differ.
+            self.queue.add_after(key, REDISCOVER_SECONDS)
 
     async def _sync_children(self, key: PoolKey, uid: str, stamped_objects: list[Body]) -> ChildChanges:
         live = self.children.setdefault(key, {})

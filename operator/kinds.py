@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tandem.api import API_VERSION, KIND, PLURAL
-from tandem.operator.capabilities import LWS_VERSIONS, PDB_VERSIONS
+from tandem.operator.capabilities import LWS_VERSIONS, PDB_VERSIONS, Capabilities
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,15 @@ CHILD_KINDS: tuple[Kind, ...] = (
     *(Kind(version, "LeaderWorkerSet", "leaderworkersets") for version in LWS_VERSIONS),
 )
 _BY_TYPE = {(kind.api_version, kind.kind): kind for kind in CHILD_KINDS}
+
+
+def served_kinds(caps: Capabilities) -> list[Kind]:
+    """The children kinds in the versions this cluster serves (and the operator renders)."""
+    versioned: dict[str, str | None] = {
+        "PodDisruptionBudget": caps.pdb_api_version,
+        "LeaderWorkerSet": caps.lws_api_version,
+    }
+    return [kind for kind in CHILD_KINDS if versioned.get(kind.kind, kind.api_version) == kind.api_version]
 
 
 def kind_list_paths(kind: Kind, namespaces: tuple[str, ...]) -> list[str]:

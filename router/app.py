@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 # A client's X-Request-Id is passed to engines and logs: printable, bounded.
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/=+-]{1,128}$")
-GC_YOUNG_THRESHOLD = int(os.environ.get("GCT", "50000"))
+GC_YOUNG_THRESHOLD = 50_000
 
 
 @dataclass
@@ -70,11 +70,28 @@ class Services:
 Handler = Callable[[Services, Scope, Receive, str], Awaitable[Reply]]
 
 
+class _RequestIds:
+    """Fresh request ids: 128 random bits from the OS, in hex. Drawn 256 at a time: a getrandom()
+    system call per request showed in the data path's profile."""
+
+    __slots__ = ("_at", "_pool")
+
+    def __init__(self) -> None:
+        self._pool, self._at = b"", 0
+
+    def new(self) -> str:
+        if self._at >= len(self._pool):
+            self._pool, self._at = os.urandom(16 * 256), 0
+        self._at += 16
+        return self._pool[self._at - 16 : self._at].hex()
+
+
 class RouterApp:
     def __init__(self, settings: RouterSettings) -> None:
         self.settings = settings
         self.services: Services | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the serving loop, once the lifespan runs
+        self._request_ids = _RequestIds()
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): _completions(Kind.CHAT),
             ("POST", "/v1/completions"): _completions(Kind.COMPLETION),
@@ -93,7 +110,7 @@ class RouterApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         given = header(scope, b"x-request-id")
-        request_id = given.decode() if given and _REQUEST_ID.match(given) else os.urandom(16).hex()
+        request_id = given.decode() if given and _REQUEST_ID.match(given) else self._request_ids.new()
         handler = self._routes.get((scope["method"], scope["path"]))
         try:
             if self.services is None:

@@ -1,11 +1,11 @@
 """The few ASGI pieces the router needs, without a framework on the data path.
 
-Why raw ASGI on uvicorn (uvloop + httptools) with an aiohttp client: measured with
-benchmarks/router_http_stack.py (one proxy core, 64 connections, wrk, canned backend) on the
-project's 2-core machine, a pass-through proxy served 7.3-8.5k req/s this way against 6.3-6.9k
-for aiohttp.web with the same client (+15-23%); the task's own figures put Starlette on the same
-server at 6.6k and any httpx transport at 3.0k or below. Raw ASGI also lets tests drive the app
-in-process.
+Why raw ASGI on uvicorn (uvloop + httptools): measured with benchmarks/router_http_stack.py (one
+proxy core, 64 connections, wrk, canned backend) on the project's 2-core machine, a pass-through
+proxy served 7.3-8.5k req/s this way against 6.3-6.9k for aiohttp.web with the same client
+(+15-23%); the task's own figures put Starlette on the same server at 6.6k. Raw ASGI also lets
+tests drive the app in-process. The client side is engine_client.py, not aiohttp: most of a 2.4x
+gain in the router's req/s per core (benchmarks/router/README.md).
 """
 
 from __future__ import annotations
@@ -80,37 +80,40 @@ async def until_disconnect(
     """Run `work(receive)` (answering the request, streaming included) unless the client leaves
     first: then cancel it, which closes the backend connections and so aborts the engines' work.
     The watch starts only once `work` has read the whole body: two readers of `receive` would
-    split a body that arrives in several messages between them. `loop` is the running loop,
-    passed in: on Python 3.11 each lookup of it is a getpid() system call."""
+    split a body that arrives in several messages between them. (It starts then, from the last
+    body message, rather than waiting on an event from the start: one task step, one event and
+    its future less per request.) `loop` is the running loop, passed in: on Python 3.11 each
+    lookup of it is a getpid() system call."""
     current = asyncio.current_task(loop)
     assert current is not None
     finished = False
-    body_read = asyncio.Event()
-
-    async def receive_body() -> Message:
-        message = await receive()
-        if message["type"] != "http.request" or not message.get("more_body"):
-            body_read.set()
-        return message
+    watcher: asyncio.Task[None] | None = None
 
     def client_left(watcher: asyncio.Task[None]) -> None:
         if not finished and not watcher.cancelled():
             current.cancel()
 
-    watcher = loop.create_task(_disconnected(receive, body_read))
-    watcher.add_done_callback(client_left)
+    async def receive_body() -> Message:
+        nonlocal watcher
+        message = await receive()
+        if watcher is None and (message["type"] != "http.request" or not message.get("more_body")):
+            watcher = loop.create_task(_disconnected(receive))
+            watcher.add_done_callback(client_left)
+        return message
+
     try:
         await work(receive_body)
     except asyncio.CancelledError:
-        if not (watcher.done() and not watcher.cancelled() and current.cancelling() == 1):
+        left = watcher is not None and watcher.done() and not watcher.cancelled()
+        if not (left and current.cancelling() == 1):
             raise  # cancelled from outside (shutdown), not (only) by the client leaving
         current.uncancel()
     finally:
         finished = True
-        watcher.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
 
-async def _disconnected(receive: Receive, body_read: asyncio.Event) -> None:
-    await body_read.wait()
+async def _disconnected(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass

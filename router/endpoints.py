@@ -7,8 +7,9 @@ frozen `EndpointSnapshot`s of this state.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from urllib.parse import urlsplit
 
 from tandem.router.decision import EndpointSnapshot, Role
@@ -54,6 +55,9 @@ class EndpointState:
         )
 
 
+_NONE: Mapping[str, EndpointState] = MappingProxyType({})  # an absent role's endpoints
+
+
 class EndpointRegistry:
     """Endpoints per (pool, role), keyed by URL. Owned by the app; touched only on the event loop."""
 
@@ -82,9 +86,8 @@ class EndpointRegistry:
     def snapshots(
         self, pool: str, role: Role, buffer_chunks: int | None = None
     ) -> tuple[EndpointSnapshot, ...]:
-        return tuple(
-            s.snapshot(buffer_chunks if role == Role.DECODE else None) for s in self.states(pool, role)
-        )
+        chunks = buffer_chunks if role == Role.DECODE else None
+        return tuple([s.snapshot(chunks) for s in self._roles.get((pool, role), _NONE).values()])
 
     def find(self, pool: str, role: Role, url: str) -> EndpointState | None:
         return self._roles.get((pool, role), {}).get(url)
@@ -94,7 +97,8 @@ class EndpointRegistry:
             yield from list(states.values())
 
     def available(self, pool: str, role: Role) -> int:
-        return sum(1 for s in self.states(pool, role) if s.healthy)
+        """Endpoints in rotation (asked on every admission: no copies)."""
+        return sum([s.healthy for s in self._roles.get((pool, role), _NONE).values()])
 
     def lease(self, state: EndpointState) -> Lease:
         """Count a request open on the endpoint until the lease is released (or its block ends)."""

@@ -14,13 +14,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tandem.api import GROUP, PLURAL, VERSION
-from tandem.devcluster.testing import wait_for
 from tandem.operator.planning import catalog_planner
 from tandem.operator.runner import run_operator
 from tandem.operator.settings import Images, OperatorSettings
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-CRD_FILE = Path(__file__).resolve().parent.parent / "crds" / "tandem.dev_inferencepools.yaml"
 PLANNER = catalog_planner()
 CHILD_KINDS = (
     "Deployment",
@@ -177,40 +175,3 @@ class PoolApi:
             self.namespace, field_selector=f"involvedObject.name={pool}"
         )
         return [e for e in listing.items if e.involved_object.kind == "InferencePool"]
-
-
-def _without_empty_string_defaults(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {
-            k: _without_empty_string_defaults(v) for k, v in node.items() if not (k == "default" and v == "")
-        }
-    if isinstance(node, list):
-        return [_without_empty_string_defaults(item) for item in node]
-    return node
-
-
-def install_crd(api: kubernetes.client.ApiClient) -> dict[str, Any]:
-    """The InferencePool CRD (crds/), created or replaced, once Established.
-
-    Kubernetes 1.20 rejects the generated CRD's two `default: ""` (status fields) as null; until
-    api/crd.py stops emitting them, they are dropped here (they default status fields only).
-    """
-    manifest: dict[str, Any] = _without_empty_string_defaults(yaml.safe_load(CRD_FILE.read_text()))
-    extensions = kubernetes.client.ApiextensionsV1Api(api)
-    name = manifest["metadata"]["name"]
-    try:
-        extensions.create_custom_resource_definition(manifest)
-    except kubernetes.client.ApiException as error:
-        if error.status != 409:
-            raise
-        manifest["metadata"]["resourceVersion"] = extensions.read_custom_resource_definition(
-            name
-        ).metadata.resource_version
-        extensions.replace_custom_resource_definition(name, manifest)
-
-    def established() -> bool:
-        conditions = extensions.read_custom_resource_definition(name).status.conditions or []
-        return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-    wait_for(established, timeout=30, message=f"CRD {name} Established")
-    return manifest

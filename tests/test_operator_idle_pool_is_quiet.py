@@ -11,16 +11,11 @@ from typing import Any
 
 import kubernetes.client
 import pytest
-from operator_cluster import OperatorThread, PoolApi, example, install_crd
+from operator_cluster import OperatorThread, PoolApi, example
 
 from tandem.devcluster.testing import ClusterUnderTest, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def inferencepool_crd(kube_api: kubernetes.client.ApiClient) -> dict[str, Any]:
-    return install_crd(kube_api)
 
 
 IDLE_SECONDS = 60

@@ -12,16 +12,11 @@ from typing import Any
 
 import kubernetes.client
 import pytest
-from operator_cluster import CHILD_KINDS, OperatorThread, PoolApi, example, install_crd
+from operator_cluster import CHILD_KINDS, OperatorThread, PoolApi, example
 
 from tandem.devcluster.testing import ClusterUnderTest, ready_endpoints, wait_for
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture(scope="module")
-def inferencepool_crd(kube_api: kubernetes.client.ApiClient) -> dict[str, Any]:
-    return install_crd(kube_api)
 
 
 SIM = "sim-llama"  # examples/simulator-pool.yaml: both roles (disaggregation mode Always)
@@ -70,14 +65,19 @@ def test_simulator_pool_becomes_ready_with_owned_children(
     assert set(children) == expected
     assert all(owner_uids(child) == {uid} for child in children.values())
 
-    status = pools.get(SIM)["status"]
+    pool = pools.get(SIM)
+    status = pool["status"]
+    # Only the operator's status: kopf keeps no handler results, progress, annotations or finalizers.
+    assert set(status) == {"observedGeneration", "conditions", "plan", "prefill", "decode", "router"}
+    assert not [a for a in pool["metadata"].get("annotations") or {} if "kopf" in a]
+    assert not pool["metadata"].get("finalizers")
     for component in ("prefill", "decode", "router"):
         assert status[component]["readyReplicas"] == status[component]["replicas"] >= 1
         assert (
             status[component]["ready"] == f"{status[component]['replicas']}/{status[component]['replicas']}"
         )
     assert status["plan"]["feasible"] is True
-    assert status["observedGeneration"] == pools.get(SIM)["metadata"]["generation"]
+    assert status["observedGeneration"] == pool["metadata"]["generation"]
 
     pods = pools.core.list_namespaced_pod(pools.namespace, label_selector=f"tandem.dev/pool={SIM}").items
     for role, ports in (("prefill", {8000}), ("decode", {8000, 7300, 7400})):
@@ -211,3 +211,71 @@ def test_restart_midway_converges_without_duplicates(
     ).items
     owners = [rs.metadata.owner_references[0].name for rs in replica_sets]
     assert sorted(owners) == sorted({*owners}) and len(owners) == 3
+
+
+# LeaderWorkerSet's API without its controller: enough for the operator to render and apply.
+LWS_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "leaderworkersets.leaderworkerset.x-k8s.io"},
+    "spec": {
+        "group": "leaderworkerset.x-k8s.io",
+        "scope": "Namespaced",
+        "names": {
+            "kind": "LeaderWorkerSet",
+            "plural": "leaderworkersets",
+            "singular": "leaderworkerset",
+            "listKind": "LeaderWorkerSetList",
+        },
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
+            }
+        ],
+    },
+}
+
+
+def test_multi_node_pool_waits_for_a_leader_worker_set_crd(
+    pools: PoolApi, operator: OperatorThread, kube_api: kubernetes.client.ApiClient
+) -> None:
+    name = "llama-70b"
+    stages = {"tensorParallel": 4, "pipelineParallel": 4}  # 16 GPUs: two nodes of 8 per instance
+    pools.create(example("llama-3.1-70b-h100.yaml", prefill=stages, decode=stages))
+    missing = wait_for(
+        lambda: (c := pools.condition(name, "Ready")) and c["reason"] == "LeaderWorkerSetMissing" and c,
+        message="Ready=False, reason LeaderWorkerSetMissing",
+    )
+    assert "pipelineParallel=4" in missing["message"]
+    assert pools.condition(name, "Planned")["status"] == "True"
+    assert not [key for key in pools.children(name) if key[0] == "Deployment" and key[1] != f"{name}-router"]
+
+    extensions = kubernetes.client.ApiextensionsV1Api(kube_api)
+    extensions.create_custom_resource_definition(LWS_CRD)
+    try:
+
+        def groups() -> list[dict[str, Any]]:
+            listed = pools.objects.list_namespaced_custom_object(
+                "leaderworkerset.x-k8s.io", "v1", pools.namespace, "leaderworkersets"
+            )
+            return [item for item in listed["items"] if item["metadata"]["name"].startswith(name)]
+
+        found = wait_for(
+            lambda: len(groups()) == 2 and groups(), timeout=120, message="LeaderWorkerSets applied"
+        )
+        assert {g["spec"]["leaderWorkerTemplate"]["size"] for g in found} == {2}
+        uid = pools.get(name)["metadata"]["uid"]
+        assert all(owner_uids(g) == {uid} for g in found)
+        wait_for(
+            lambda: (c := pools.condition(name, "Ready")) and c["reason"] == "ReplicasNotReady",
+            message="Ready=False while the groups start (no LeaderWorkerSet controller here)",
+        )
+    finally:
+        pools.delete(name)
+        extensions.delete_custom_resource_definition(LWS_CRD["metadata"]["name"])

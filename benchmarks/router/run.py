@@ -20,9 +20,9 @@ machine only ever slows a run down). Ratios are what count: absolute figures dep
 
 Sets up what is missing: nginx and its echo module (apt-get, Debian), wrk (apt-get), vllm-router
 and py-spy in a throwaway venv under --work-dir (never the project's venv). Binds loopback only,
-and stops every process it started. `--compare-rev REV` adds Tandem's router as of a git revision
-(e.g. HEAD: before/after a change, in the same run); `--profile` records Tandem's router under load
-with py-spy and prints where the time goes.
+and stops every process it started. `--compare REV|DIR` adds Tandem's router as of a git revision
+(e.g. HEAD) or from a copy of the tree (before/after a change, in the same run); `--profile`
+records Tandem's router under load with py-spy and prints where the time goes.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -50,7 +51,7 @@ from streams import raise_open_files
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 VLLM_ROUTER = "vllm-router==0.1.17"
-ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
+ECHO_MODULE = "lib/nginx/modules/ngx_http_echo_module.so"  # relative to nginx's prefix (/usr)
 MODEL = "bench/model"
 COMPLETION_BODY = json.dumps({"model": MODEL, "prompt": "Say hello", "max_tokens": 16})
 STREAM_BODY = json.dumps(
@@ -122,6 +123,7 @@ def render(template: str, out: Path, **values: object) -> Path:
 @dataclass(frozen=True)
 class Tools:
     nginx: str
+    echo_module: Path
     wrk: str
     vllm_router: Path
     py_spy: Path | None
@@ -156,11 +158,17 @@ def _venv_tool(work: Path, tool: str, requirement: str) -> Path:
     return binary
 
 
+def _echo_module(nginx: str | None) -> Path:
+    """The echo module of this nginx (Debian: /usr/sbin/nginx, /usr/lib/nginx/modules)."""
+    prefix = Path(nginx).resolve().parent.parent if nginx else Path("/usr")
+    return prefix / ECHO_MODULE
+
+
 def set_up(work: Path, profile: bool) -> Tools:
     packages = []
     if _nginx_path() is None:
         packages.append("nginx")
-    if not ECHO_MODULE.exists():
+    if not _echo_module(_nginx_path()).exists():
         packages.append("libnginx-mod-http-echo")
     if shutil.which("wrk") is None:
         packages.append("wrk")
@@ -170,6 +178,7 @@ def set_up(work: Path, profile: bool) -> Tools:
     assert nginx is not None and wrk is not None
     return Tools(
         nginx=nginx,
+        echo_module=_echo_module(nginx),
         wrk=wrk,
         vllm_router=_venv_tool(work, "vllm-router", VLLM_ROUTER),
         py_spy=_venv_tool(work, "py-spy", "py-spy") if profile else None,
@@ -268,7 +277,7 @@ def start_backend(tools: Tools, work: Path, procs: Processes, cpus: str) -> tupl
     conf = render(
         "backend.conf",
         work / "backend.conf",
-        ECHO_MODULE=ECHO_MODULE,
+        ECHO_MODULE=tools.echo_module,
         NOFILE=NOFILE,
         CONNECTIONS=32768,
         WORK=work,
@@ -349,22 +358,34 @@ def start_tandem(
     return Target(name, port, proc)
 
 
-def tree_at_revision(work: Path, rev: str) -> Path:
-    """The router (and what it imports) as of a git revision, shaped like the installed package."""
-    sha = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", rev], capture_output=True, text=True, check=True
-    )
-    root = work / f"rev-{sha.stdout.strip()}"
-    if not root.exists():
+def comparison_tree(work: Path, source: str) -> Path:
+    """Tandem's router from elsewhere, shaped like the installed package (for PYTHONPATH): `source`
+    is a git revision, or a directory holding a copy of the repository's api/, cli/ and router/."""
+    components = ("api", "cli", "router")
+    if Path(source).is_dir():
+        src = Path(source).resolve()
+        root = work / f"dir-{hashlib.sha1(str(src).encode()).hexdigest()[:10]}"
+    else:
+        sha = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", source],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        root = work / f"rev-{sha}"
         src = root / "src"
-        src.mkdir(parents=True)
-        archive = subprocess.run(
-            ["git", "-C", str(REPO), "archive", rev, "api", "cli", "router"], capture_output=True, check=True
-        )
-        subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
-        (root / "tree" / "tandem").mkdir(parents=True)
-        for component in ("api", "cli", "router"):
-            (root / "tree" / "tandem" / component).symlink_to(src / component)
+        if not src.exists():
+            src.mkdir(parents=True)
+            archive = subprocess.run(
+                ["git", "-C", str(REPO), "archive", source, *components], capture_output=True, check=True
+            )
+            subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+    package = root / "tree" / "tandem"
+    package.mkdir(parents=True, exist_ok=True)
+    for component in components:
+        link = package / component
+        if not link.is_symlink():
+            link.symlink_to(src / component)
     return root / "tree"
 
 
@@ -642,11 +663,11 @@ def main() -> int:
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which the streams open")
     parser.add_argument("--proxy-cpu", type=int, default=1, help="the one core every proxy is pinned to")
     parser.add_argument(
-        "--compare-rev",
+        "--compare",
         action="append",
         default=[],
-        metavar="REV",
-        help="also Tandem's router at a git revision",
+        metavar="REV|DIR",
+        help="also Tandem's router at a git revision, or from a copy of the repository's api/ cli/ router/",
     )
     parser.add_argument("--profile", action="store_true", help="py-spy Tandem's router under load")
     parser.add_argument("--profile-seconds", type=int, default=15)
@@ -667,7 +688,9 @@ def main() -> int:
     work: Path = args.work_dir
     (work / "tmp").mkdir(parents=True, exist_ok=True)
     tools = set_up(work, args.profile)
-    trees = {f"{TANDEM}@{rev}": tree_at_revision(work, rev) for rev in args.compare_rev}
+    trees = {
+        f"{TANDEM}@{Path(source).name or source}": comparison_tree(work, source) for source in args.compare
+    }
     raise_open_files(NOFILE)  # inherited by every proxy: thousands of streams need descriptors
     procs = Processes(Path(tempfile.mkdtemp(prefix="logs-", dir=work)))
     atexit.register(procs.stop_all)
@@ -691,9 +714,11 @@ def main() -> int:
             for target in targets:
                 measure(tools, load_cpus, target, args.seconds, results[target.name])
         if args.profile and TANDEM in only:
-            profile(
-                tools, load_cpus, next(t for t in targets if t.name == TANDEM), work, args.profile_seconds
-            )
+            tandem = next(t for t in targets if t.name == TANDEM)
+            try:
+                profile(tools, load_cpus, tandem, work, args.profile_seconds)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                print(f"# no profile: {exc}", flush=True)  # the measurements still stand
 
         holds = []
         if args.streams:

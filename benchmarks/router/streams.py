@@ -42,11 +42,15 @@ class Tally:
 
 
 def raise_open_files(wanted: int) -> int:
-    """Raise this process's descriptor limit towards `wanted` (up to the hard limit)."""
+    """Raise this process's descriptor limit to `wanted`: the hard limit too where allowed (root),
+    else as far as it goes."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if soft >= wanted:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
