@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from tandem.api import DisaggregationMode, SloSpec, TokenStats, WorkloadSpec
+from tandem.api import DisaggregationMode, KvConnector, SloSpec, TokenStats, WorkloadSpec
 from tandem.api.spec import Dtype
 from tandem.planner.errors import PlannerError
 from tandem.planner.hf_config import load_hf_config
@@ -81,6 +81,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--mode", choices=[m.value for m in DisaggregationMode], default=DisaggregationMode.AUTO.value
     )
+    parser.add_argument(
+        "--connector",
+        choices=[c.value for c in KvConnector],
+        default=KvConnector.LMCACHE.value,
+        help="KV connector; lmcache needs the same TP on prefill and decode",
+    )
     parser.add_argument("--kv-link-gbps", type=_positive(float), help="prefill->decode link per GPU, Gbit/s")
     parser.add_argument("--calibration-dir", type=Path, help="folder of fitted <GPU>.yaml calibrations")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -109,6 +115,7 @@ def _request(args: argparse.Namespace) -> PlanRequest:
         ),
         mode=DisaggregationMode(args.mode),
         kv_link_gbps=args.kv_link_gbps,
+        same_tensor_parallel=args.connector == KvConnector.LMCACHE.value,
         calibration_dir=args.calibration_dir,
     )
 

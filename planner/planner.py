@@ -135,7 +135,56 @@ def _size_roles(
         return prefill_layouts, decode, aggregated
     handoff = Handoff(model, decode, request.kv_link_gbps)
     prefill = size_prefill(model, prefill_layouts, demand, request.prefill, handoff.after_prefill_ms)
+    if request.same_tensor_parallel and not isinstance(decode_layouts, Failure):
+        prefill, decode = _same_tensor_parallel(
+            model, prefill_layouts, decode_layouts, demand, request, (prefill, decode)
+        )
     return prefill, decode, aggregated
+
+
+def _same_tensor_parallel(
+    model: ModelShape,
+    prefill_layouts: Sequence[Layout],
+    decode_layouts: Sequence[Layout],
+    demand: Demand,
+    request: PlanRequest,
+    free: tuple[Outcome, Outcome],
+) -> tuple[Outcome, Outcome]:
+    """Prefill and decode on one TP size (LMCache's KV keys embed the world size and worker id),
+    the pair with the fewest GPUs, then the lowest cost. `free` is each role sized on its own: kept
+    when it already agrees."""
+    free_prefill, free_decode = free
+    agree = (
+        isinstance(free_prefill, Sized)
+        and isinstance(free_decode, Sized)
+        and free_prefill.layout.tp == free_decode.layout.tp
+    )
+    pins = {request.prefill.tensor_parallel, request.decode.tensor_parallel}
+    if agree or (None not in pins and len(pins) == 2):
+        return free  # two different pins contradict the spec itself: its validator reports that
+    best: tuple[tuple[int, float], Sized, Sized] | None = None
+    for tp in sorted({layout.tp for layout in decode_layouts} & {layout.tp for layout in prefill_layouts}):
+        decode = size_decode(model, [x for x in decode_layouts if x.tp == tp], demand, request.decode)
+        if not isinstance(decode, Sized):
+            continue
+        after_prefill_ms = Handoff(model, decode, request.kv_link_gbps).after_prefill_ms
+        prefill = size_prefill(
+            model, [x for x in prefill_layouts if x.tp == tp], demand, request.prefill, after_prefill_ms
+        )
+        if not isinstance(prefill, Sized):
+            continue
+        pair = (prefill, decode)
+        gpus = sum(r.replicas * r.layout.gpus for r in pair)
+        usd = sum(r.replicas * r.layout.gpus * r.layout.gpu.price_per_hour_usd for r in pair)
+        if best is None or (gpus, usd) < best[0]:
+            best = ((gpus, usd), prefill, decode)
+    if best is not None:
+        return best[1], best[2]
+    reason = (
+        "the LMCache connector needs prefill and decode at the same tensor parallelism, and no "
+        "common TP size meets both roles' targets"
+    )
+    return Failure(reason), free_decode
 
 
 def _calibrations(request: PlanRequest, catalog: Catalog) -> dict[str, Calibration]:

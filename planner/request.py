@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tandem.api import (
     DisaggregationMode,
     InferencePoolSpec,
+    KvConnector,
     ModelArchitecture,
     RoleSpec,
     SloSpec,
@@ -79,6 +80,9 @@ class PlanRequest(BaseModel):
         default=None, gt=0, description="Prefill->decode link per GPU, Gbit/s."
     )
     max_model_len: int | None = Field(default=None, ge=16)
+    same_tensor_parallel: bool = Field(
+        default=False, description="Prefill and decode must share a TP size (the LMCache connector)."
+    )
     calibrations: dict[str, Calibration] = Field(
         default_factory=dict, description="Per GPU name, over the files."
     )
@@ -107,4 +111,5 @@ class PlanRequest(BaseModel):
             prefill=RolePins.from_role_spec(spec.prefill),
             decode=RolePins.from_role_spec(spec.decode),
             max_model_len=spec.model.max_model_len,
+            same_tensor_parallel=spec.disaggregation.kv_transfer.connector == KvConnector.LMCACHE,
         )
