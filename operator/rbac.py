@@ -3,7 +3,7 @@
 Least privilege: read pools and write only their status; create, patch and delete the children
 kinds it renders; read EndpointSlices and pools, because the router Roles it creates grant that
 (Kubernetes lets a subject grant only what it holds); post Events; read CRDs (kopf notices a
-LeaderWorkerSet CRD installed later).
+LeaderWorkerSet CRD installed later) and namespaces (kopf resolves the watched ones).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ def operator_rules() -> list[Manifest]:
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": READ},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": READ},
+        # kopf observes namespaces to resolve the watched ones; without it, startup retries for a minute.
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": READ},
     ]
 
 

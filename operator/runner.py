@@ -7,11 +7,13 @@ tests run it in a thread with a stop flag.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from concurrent.futures import Future
 from typing import Any
 
 import kopf
+from kopf._core.engines.peering import Identity
 
 from tandem.operator.controller import Controller
 from tandem.operator.decide import Planner
@@ -51,6 +53,9 @@ async def run_operator(
             clusterwide=not settings.namespaces,
             namespaces=settings.namespaces,
             standalone=True,
+            # kopf would derive it from getpass.getuser(), which fails for a uid without a passwd
+            # entry (the image runs as 65532).
+            identity=Identity(f"tandem-operator@{socket.gethostname()}"),
             liveness_endpoint=liveness,
             stop_flag=stop_flag,
             ready_flag=ready_flag,
