@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
+from protocol_facts import LMCACHE_CONSUMER, LMCACHE_PRODUCER, NIXL
 
 from tandem.router.app import create_app
 from tandem.router.settings import RouterSettings
@@ -28,21 +29,6 @@ from tandem.router.settings import RouterSettings
 MODEL = "tandem/sim-model"
 HASH_SEED = "1234"  # PYTHONHASHSEED: the same on every engine of a pool, or the decoder never hits
 SPEED = "50"
-LMCACHE_PRODUCER = {
-    "kv_connector": "LMCacheConnectorV1",
-    "kv_role": "kv_producer",
-    "kv_connector_extra_config": {"discard_partial_chunks": False, "lmcache_rpc_port": "producer1"},
-}
-LMCACHE_CONSUMER = {
-    "kv_connector": "LMCacheConnectorV1",
-    "kv_role": "kv_consumer",
-    "kv_connector_extra_config": {
-        "discard_partial_chunks": False,
-        "lmcache_rpc_port": "consumer1",
-        "skip_last_n_tokens": 1,
-    },
-}
-NIXL = {"kv_connector": "NixlConnector", "kv_role": "kv_both"}
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -16,28 +16,15 @@ from typing import Any
 import pytest
 import yaml
 from operator_cases import engine_container, env, example_spec, find, flag, layout, pool, render
+from protocol_facts import LMCACHE_CONSUMER as LMCACHE_DECODER
+from protocol_facts import LMCACHE_PRODUCER as LMCACHE_PREFILLER
+from protocol_facts import NIXL
 
 from tandem.api import KvConnector
 from tandem.operator.build.kv import kv_transfer_config
 from tandem.operator.naming import Role
 from tandem.sim import cli as sim_cli
 
-# protocols.md, "KV handoff 1: LMCache PD" and "KV handoff 2: vLLM NIXL", verbatim.
-LMCACHE_PREFILLER = {
-    "kv_connector": "LMCacheConnectorV1",
-    "kv_role": "kv_producer",
-    "kv_connector_extra_config": {"discard_partial_chunks": False, "lmcache_rpc_port": "producer1"},
-}
-LMCACHE_DECODER = {
-    "kv_connector": "LMCacheConnectorV1",
-    "kv_role": "kv_consumer",
-    "kv_connector_extra_config": {
-        "discard_partial_chunks": False,
-        "lmcache_rpc_port": "consumer1",
-        "skip_last_n_tokens": 1,
-    },
-}
-NIXL = {"kv_connector": "NixlConnector", "kv_role": "kv_both"}
 DEPRECATED_LMCACHE_KEYS = {
     "enable_nixl",
     "nixl_receiver_host",

@@ -16,6 +16,8 @@ import httpx
 import msgspec
 import pytest
 import zmq
+from protocol_facts import LMCACHE_CONSUMER as CONSUMER
+from protocol_facts import LMCACHE_PRODUCER as PRODUCER
 
 from tandem.sim.settings import SimSettings
 from tandem.sim.testing import SimProcess, free_port, metric_value, sim_client, sim_process
@@ -23,20 +25,6 @@ from tandem.sim.testing import SimProcess, free_port, metric_value, sim_client, 
 pytestmark = pytest.mark.slow
 
 TP = 2
-PRODUCER = {
-    "kv_connector": "LMCacheConnectorV1",
-    "kv_role": "kv_producer",
-    "kv_connector_extra_config": {"discard_partial_chunks": False, "lmcache_rpc_port": "producer1"},
-}
-CONSUMER = {
-    "kv_connector": "LMCacheConnectorV1",
-    "kv_role": "kv_consumer",
-    "kv_connector_extra_config": {
-        "discard_partial_chunks": False,
-        "lmcache_rpc_port": "consumer1",
-        "skip_last_n_tokens": 1,
-    },
-}
 CHUNK_BYTES_PER_RANK = 256 * 131072 // TP  # LMCache chunk of 256 tokens, default KV bytes per token
 PROMPT = "Explain how prefill and decode can run on different GPUs. " * 30  # ~330 tokens: two chunks
 MAX_TOKENS = 12

@@ -13,21 +13,15 @@ from typing import Any
 
 import httpx
 import pytest
+from protocol_facts import NIXL
+from protocol_facts import NIXL_PREFILL_PARAMS as PREFILL_PARAMS
 
 from tandem.sim.settings import SimSettings
 from tandem.sim.testing import SimProcess, free_port, metric_value, sim_client, sim_process
 
 pytestmark = pytest.mark.slow
 
-CONFIG = json.dumps({"kv_connector": "NixlConnector", "kv_role": "kv_both"})
-PREFILL_PARAMS = {
-    "do_remote_decode": True,
-    "do_remote_prefill": False,
-    "remote_engine_id": None,
-    "remote_block_ids": None,
-    "remote_host": None,
-    "remote_port": None,
-}
+CONFIG = json.dumps(NIXL)
 MAX_TOKENS = 10
 
 
