@@ -4,7 +4,7 @@ Why raw ASGI on uvicorn (uvloop + httptools): measured with benchmarks/router_ht
 proxy core, 64 connections, wrk, canned backend) on the project's 2-core machine, a pass-through
 proxy served 7.3-8.5k req/s this way against 6.3-6.9k for aiohttp.web with the same client
 (+15-23%); the task's own figures put Starlette on the same server at 6.6k. Raw ASGI also lets
-tests drive the app in-process. The client side is engine_client.py, not aiohttp: most of a 2.4x
+tests drive the app in-process. The client side is engine_client.py, not aiohttp: most of a 2.1-2.4x
 gain in the router's req/s per core (benchmarks/router/README.md).
 """
 

@@ -6,6 +6,7 @@ Each sample is charged to its innermost Python frame (native frames under it -- 
 system calls -- count as that frame's own time), and that frame's package; samples with no Python
 frame at all are the event loop's own native work (libuv polling, uvloop's C transports).
 Inclusive shares list the router's own functions: the fraction of samples they were on the stack.
+Samples that end in the C library are listed by its function: the system calls' share.
 """
 
 from __future__ import annotations
@@ -53,7 +54,11 @@ def summarise(stacks: Counter[tuple[str, ...]], top: int) -> str:
     by_function: Counter[str] = Counter()
     by_package: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    syscalls: Counter[str] = Counter()
     for stack, count in stacks.items():
+        leaf, library = _split(stack[-1])
+        if library.startswith("libc.so"):
+            syscalls[leaf] += count
         owner = None
         for frame in reversed(stack):
             name, file = _split(frame)
@@ -72,6 +77,8 @@ def summarise(stacks: Counter[tuple[str, ...]], top: int) -> str:
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in by_package.most_common()]
     lines += ["", f"top {top} functions (self):"]
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in by_function.most_common(top)]
+    lines += ["", "in the C library (system calls, mostly), by function:"]
+    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in syscalls.most_common(6)]
     lines += ["", f"top {top} router functions (inclusive):"]
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in inclusive.most_common(top)]
     return "\n".join(lines)

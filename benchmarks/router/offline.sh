@@ -45,7 +45,7 @@ run)
     PYTHONPATH=$tree "$venv/bin/python" benchmarks/router/run.py --compare "$B/before" "$@"
     ;;
 *)
-    sed -n '2,13p' "$0" >&2
+    sed -n '2,11p' "$0" >&2
     exit 2
     ;;
 esac
