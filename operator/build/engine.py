@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import shlex
 from dataclasses import dataclass
-from typing import Any
 
 from tandem.api import EngineTiming, EngineType, InferencePoolSpec, KvConnector
 from tandem.api.spec import Dtype
@@ -139,7 +138,9 @@ def engine_env(ctx: EngineContext) -> list[Manifest]:
         env.append({"name": "VLLM_NIXL_SIDE_CHANNEL_HOST", "valueFrom": pod_ip})
     token = ctx.spec.model.hf_token_secret
     if token is not None and not ctx.weights_on_volume:
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}})
+        env.append(
+            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}}
+        )
     env += [
         {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
         {"name": "VLLM_CACHE_ROOT", "value": f"{CACHE_DIR}/vllm"},
@@ -175,14 +176,19 @@ def _volumes(ctx: EngineContext, role: RoleLayout) -> tuple[list[Manifest], list
         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{8 * role.gpus_per_pod}Gi"}},
         {"name": "cache", "emptyDir": {}},
     ]
-    mounts: list[Manifest] = [{"name": "shm", "mountPath": "/dev/shm"}, {"name": "cache", "mountPath": CACHE_DIR}]
+    mounts: list[Manifest] = [
+        {"name": "shm", "mountPath": "/dev/shm"},
+        {"name": "cache", "mountPath": CACHE_DIR},
+    ]
     if ctx.layout.connector is KvConnector.LMCACHE:
         config_map = {"name": ctx.pool.lmcache_config(role.role)}
         volumes.append({"name": "lmcache-config", "configMap": config_map})
         mounts.append({"name": "lmcache-config", "mountPath": kv.LMCACHE_CONFIG_DIR, "readOnly": True})
     source = ctx.spec.model.source
     if source is not None and ctx.weights_on_volume:
-        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": source.claim_name, "readOnly": True}})
+        volumes.append(
+            {"name": "model", "persistentVolumeClaim": {"claimName": source.claim_name, "readOnly": True}}
+        )
         mount: Manifest = {"name": "model", "mountPath": MODEL_DIR, "readOnly": True}
         if source.path.strip("/"):
             mount["subPath"] = source.path.strip("/")
@@ -210,7 +216,9 @@ def _tolerations(ctx: EngineContext, role: RoleLayout) -> list[Manifest]:
     return tolerations
 
 
-def _pod(ctx: EngineContext, role: RoleLayout, command: list[str], args: list[str], *, serves: bool) -> Manifest:
+def _pod(
+    ctx: EngineContext, role: RoleLayout, command: list[str], args: list[str], *, serves: bool
+) -> Manifest:
     """An engine pod; ``serves``: it answers HTTP (ports and probes), as all but LWS workers do."""
     volumes, mounts = _volumes(ctx, role)
     container: Manifest = {
@@ -247,7 +255,11 @@ def _pod(ctx: EngineContext, role: RoleLayout, command: list[str], args: list[st
 
 
 def template_annotations(config_digest: str | None) -> dict[str, str]:
-    annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(HTTP_PORT), "prometheus.io/path": "/metrics"}
+    annotations = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(HTTP_PORT),
+        "prometheus.io/path": "/metrics",
+    }
     if config_digest is not None:
         annotations[CONFIG_HASH_ANNOTATION] = config_digest
     return annotations
@@ -268,4 +280,3 @@ def worker_pod_spec(ctx: EngineContext, role: RoleLayout) -> Manifest:
     """A non-leader pod of a multi-node instance: it joins the leader's Ray cluster."""
     join = f"bash {MULTI_NODE_SCRIPT} worker --ray_address=$(LWS_LEADER_ADDRESS)"
     return _pod(ctx, role, ["sh", "-c"], [join], serves=False)
-

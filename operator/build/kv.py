@@ -52,7 +52,9 @@ def decoder_port_names(options: LmcacheOptions, tensor_parallel: int) -> list[tu
     return init + alloc
 
 
-def lmcache_config(pool: PoolRef, role: Role, options: LmcacheOptions, tensor_parallel: int) -> dict[str, Any]:
+def lmcache_config(
+    pool: PoolRef, role: Role, options: LmcacheOptions, tensor_parallel: int
+) -> dict[str, Any]:
     """LMCache's PD configuration for one role (the current ``pd_*`` keys)."""
     common: dict[str, Any] = {
         "chunk_size": options.chunk_size,

@@ -44,7 +44,9 @@ def deployment(ctx: EngineContext, layout: RoleLayout, config_digest: str | None
     )
 
 
-def leader_worker_set(ctx: EngineContext, api_version: str, layout: RoleLayout, config_digest: str | None) -> Manifest:
+def leader_worker_set(
+    ctx: EngineContext, api_version: str, layout: RoleLayout, config_digest: str | None
+) -> Manifest:
     """One group of pods per instance: the leader serves HTTP, the workers hold later pipeline stages."""
     pool, role = ctx.pool, layout.role
     labels = pool.engine_labels(role)
@@ -109,5 +111,7 @@ def role_objects(ctx: EngineContext, caps: Capabilities, role: Role) -> list[Man
     if role is Role.DECODE:
         pool = ctx.pool
         name = pool.role_workload(role)
-        objects.append(disruption_budget(pool, caps, name, pool.engine_labels(role), pool.engine_selector(role)))
+        objects.append(
+            disruption_budget(pool, caps, name, pool.engine_labels(role), pool.engine_selector(role))
+        )
     return objects

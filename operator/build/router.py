@@ -20,8 +20,17 @@ ROUTER_RESOURCES = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"
 
 def router_rules(pool: PoolRef) -> list[Manifest]:
     return [
-        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": [GROUP], "resources": [PLURAL], "resourceNames": [pool.name], "verbs": ["get", "list", "watch"]},
+        {
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "verbs": ["get", "list", "watch"],
+        },
+        {
+            "apiGroups": [GROUP],
+            "resources": [PLURAL],
+            "resourceNames": [pool.name],
+            "verbs": ["get", "list", "watch"],
+        },
     ]
 
 
@@ -104,13 +113,20 @@ def router_service(pool: PoolRef, spec: InferencePoolSpec) -> Manifest:
     )
 
 
-def router_objects(pool: PoolRef, spec: InferencePoolSpec, images: Images, caps: Capabilities) -> list[Manifest]:
+def router_objects(
+    pool: PoolRef, spec: InferencePoolSpec, images: Images, caps: Capabilities
+) -> list[Manifest]:
     labels = pool.router_labels()
     role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": pool.router}
     subject = {"kind": "ServiceAccount", "name": pool.router, "namespace": pool.namespace}
     return [
         manifest("v1", "ServiceAccount", metadata(pool, pool.router, labels)),
-        manifest("rbac.authorization.k8s.io/v1", "Role", metadata(pool, pool.router, labels), rules=router_rules(pool)),
+        manifest(
+            "rbac.authorization.k8s.io/v1",
+            "Role",
+            metadata(pool, pool.router, labels),
+            rules=router_rules(pool),
+        ),
         manifest(
             "rbac.authorization.k8s.io/v1",
             "RoleBinding",
