@@ -22,5 +22,17 @@ class AssetsMissingError(DevClusterError):
         super().__init__(
             f"{where}: missing {', '.join(missing)} "
             "(point KUBEBUILDER_ASSETS at a folder with etcd, kube-apiserver and kube-controller-manager, "
-            "e.g. `export KUBEBUILDER_ASSETS=$(../shared/envtest/setup.sh)`)"
+            "e.g. `export KUBEBUILDER_ASSETS=$(devcluster/envtest/assets.sh)`)"
+        )
+
+
+class BrokenApiserverError(DevClusterError):
+    """The kube-apiserver is a build known to fail every custom-resource request."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"{path} is the Kubernetes 1.20.2 kube-apiserver built with Go 1.19, whose vendored reflect2 "
+            "1.0.1 drops every custom-resource request (InferencePools included); use `export "
+            "KUBEBUILDER_ASSETS=$(devcluster/envtest/assets.sh)`, which rebuilds it with reflect2 1.0.2"
         )

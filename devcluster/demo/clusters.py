@@ -34,7 +34,7 @@ _PORT_FORWARD_TIMEOUT_S = 30.0
 
 NO_CLUSTER = f"""no cluster to run the demo on. Either:
   - point {ASSETS_ENV} at a folder with etcd, kube-apiserver and kube-controller-manager
-    (beside a Tandem clone: export {ASSETS_ENV}=$(../shared/envtest/setup.sh); `make demo` does
+    (beside a Tandem clone: export {ASSETS_ENV}=$(devcluster/envtest/assets.sh); `make demo` does
     this by itself when ../shared/envtest/setup.sh exists). The devcluster runs pods as local
     processes and needs root (private mount namespaces for /etc/hosts and volumes); or
   - install kind (https://kind.sigs.k8s.io) and Docker, with the Docker daemon running: the demo
