@@ -11,7 +11,7 @@ from typing import Any
 
 import kubernetes.client
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_text import metric_sum
 
 from tandem.api import GROUP, PLURAL, VERSION
 from tandem.operator.planning import catalog_planner
@@ -88,12 +88,7 @@ class OperatorThread:
     def metric(self, name: str, **labels: str) -> float:
         """The sum of a metric's samples whose labels include ``labels``."""
         _, text = self._get(self.settings.metrics_port, "/metrics")
-        total = 0.0
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                    total += sample.value
-        return total
+        return metric_sum(text, name, **labels)
 
 
 def example(name: str, **spec: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import uvicorn
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_text import metric_sum
 from protocol_facts import LMCACHE_CONSUMER, LMCACHE_PRODUCER, NIXL
 
 from tandem.router.app import create_app
@@ -66,13 +66,7 @@ class Engine:
         return self.log_path.read_text(errors="replace")
 
     def metric(self, name: str, **labels: str) -> float:
-        text = httpx.get(f"{self.url}/metrics", timeout=5).text
-        total = 0.0
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                    total += sample.value
-        return total
+        return metric_sum(httpx.get(f"{self.url}/metrics", timeout=5).text, name, **labels)
 
     def set_faults(self, **faults: Any) -> None:
         httpx.post(f"{self.url}/admin/faults", json=faults, timeout=5).raise_for_status()
@@ -223,12 +217,3 @@ async def router_client(settings: RouterSettings) -> AsyncIterator[httpx.AsyncCl
     """An HTTP client on a router running in-process."""
     async with router_running(settings) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
         yield http
-
-
-def router_metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total

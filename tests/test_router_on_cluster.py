@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from kubernetes import client
-from router_support import MODEL, free_port, router_metric, router_running
+from prometheus_text import metric_sum
+from router_support import MODEL, free_port, router_running
 
 from tandem.api.resource import GROUP, PLURAL, VERSION
 from tandem.router.settings import KubernetesSettings, RouterSettings
@@ -166,12 +167,12 @@ async def test_router_follows_the_pool_on_the_cluster(
 
         await eventually(long_goes_direct, "the new threshold in force")
         metrics = (await http.get("/metrics")).text
-    assert router_metric(metrics, "tandem_router_requests_total", route="pd", outcome="ok") >= 1
+    assert metric_sum(metrics, "tandem_router_requests_total", route="pd", outcome="ok") >= 1
 
 
 async def _has_prefill(http: httpx.AsyncClient) -> bool:
     metrics = (await http.get("/metrics")).text
-    return router_metric(metrics, "tandem_router_endpoint_healthy", role="prefill") >= 1
+    return metric_sum(metrics, "tandem_router_endpoint_healthy", role="prefill") >= 1
 
 
 async def _when(value: Awaitable[_T], condition: Callable[[_T], bool]) -> _T | None:
