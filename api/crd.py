@@ -56,7 +56,14 @@ def _convert(node: Schema, defs: Schema) -> Schema:
             out["additionalProperties"] = _convert(extra, defs)
         elif "properties" not in node:
             out["x-kubernetes-preserve-unknown-fields"] = True
-    if node.get("type") == "array":
+    if node.get("type") == "array" and "prefixItems" in node:
+        # A fixed-length tuple of one type (structural schemas have no per-position items).
+        kinds = [_convert(item, defs) for item in node["prefixItems"]]
+        if any(kind != kinds[0] for kind in kinds):
+            raise ValueError(f"a tuple of mixed types has no structural schema: {node['prefixItems']}")
+        out["items"] = kinds[0]
+        out["minItems"] = out["maxItems"] = len(kinds)
+    elif node.get("type") == "array":
         out["items"] = _convert(node["items"], defs)
     return out
 
@@ -95,6 +102,7 @@ def custom_resource_definition() -> Schema:
     # noise (and Kubernetes 1.20 rejects some, e.g. an empty-string default).
     status = _without_defaults(openapi_schema(InferencePoolStatus))
     ready = '.status.conditions[?(@.type=="Ready")].status'
+    observed_rps = ".status.autoscaling.observed.requestsPerSecond"  # with spec.autoscaling.mode Planner
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -121,6 +129,7 @@ def custom_resource_definition() -> Schema:
                         {"name": "Accelerator", "type": "string", "jsonPath": ".spec.accelerator.type"},
                         {"name": "Prefill", "type": "string", "jsonPath": ".status.prefill.ready"},
                         {"name": "Decode", "type": "string", "jsonPath": ".status.decode.ready"},
+                        {"name": "RPS", "type": "number", "jsonPath": observed_rps},
                         {"name": "Ready", "type": "string", "jsonPath": ready},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],

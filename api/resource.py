@@ -18,6 +18,10 @@ PLURAL = "inferencepools"
 SINGULAR = "inferencepool"
 # Not `infpool`: the Gateway API Inference Extension's InferencePool has that short name.
 SHORT_NAMES = ("tpool",)
+# On every child of a pool (the pool's name), and on engine pods and workloads (their role):
+# what selectors, the router and tools such as `tandem load --pool` find a pool's objects by.
+POOL_LABEL: Final = "tandem.dev/pool"
+ROLE_LABEL: Final = "tandem.dev/role"
 
 
 class InferencePool(ApiModel):

@@ -9,9 +9,10 @@ own process (`tandem operator`), then measures:
 2. convergence of --pools pools created at once: time until all of them have every child and a
    written status, as pools/s;
 3. the baseline: the same children server-side-applied directly by this script (no operator,
-   no watches, no status), as the operator applies them (what pods need, then the workloads, each
-   wave at once) and as many pools at a time as the operator has workers; the ratio operator /
-   baseline is the operator's overhead on top of the API server's own cost;
+   no watches, no status), in the operator's waves (``plan_sync``: what others refer to, then the
+   RoleBindings, then the workloads, each wave at once), as many pools at a time as the operator
+   has workers; the ratio operator / baseline is the operator's overhead on top of the API
+   server's own cost;
 4. the operator's resident memory (VmRSS) idle and after the pools converged, the CPU time it
    spent converging them, and the API writes it made (its /metrics).
 
@@ -26,7 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -44,8 +44,8 @@ from tandem.api.crd import custom_resource_definition
 from tandem.devcluster.assets import find_assets
 from tandem.devcluster.controlplane import control_plane
 from tandem.devcluster.network import claim_slot
+from tandem.devcluster.processes import free_port
 from tandem.operator.capabilities import capabilities_from
-from tandem.operator.controller import WORKLOAD_KINDS
 from tandem.operator.decide import decide
 from tandem.operator.drift import stamp
 from tandem.operator.kinds import Kind, kind_of
@@ -53,6 +53,7 @@ from tandem.operator.kube import KubeClient, NotFoundError
 from tandem.operator.naming import MANAGED_BY, MANAGED_BY_LABEL, POOL_LABEL
 from tandem.operator.planning import catalog_planner
 from tandem.operator.settings import Images
+from tandem.operator.sync_plan import plan_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "llama-3.1-8b-h100.yaml"
@@ -60,13 +61,6 @@ POOLS_PATH = f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{PLURAL}"
 # Polls of the API while waiting: finer for one pool (latency), coarser for many (less load).
 SINGLE_POLL_SECONDS = 0.02
 MANY_POLL_SECONDS = 0.25
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def pool_body(name: str, namespace: str) -> dict[str, Any]:
@@ -181,9 +175,9 @@ async def baseline(api: KubeClient, namespace: str, pools: int, connections: int
             )
             decision = decide(created, caps, Images(), planner)
             assert decision.objects is not None
-            for wave in (False, True):  # as the operator does: what pods need, then workloads
-                stamped = [stamp(o) for o in decision.objects if (o["kind"] in WORKLOAD_KINDS) is wave]
-                await asyncio.gather(*(api.apply(manifest) for manifest in stamped))
+            stamped = [stamp(o) for o in decision.objects]
+            for wave in plan_sync({}, stamped, applied=set(), owner=decision.pool.uid).waves:
+                await asyncio.gather(*(api.apply(item.manifest) for item in wave))
 
     started = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(pools)))

@@ -27,44 +27,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-CANNED = (
-    b'{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"index":0,'
-    b'"text":" Hello there","finish_reason":"length","logprobs":null}],'
-    b'"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}'
-)
-BODY = '{"model":"m","prompt":"Say hello","max_tokens":2}'
+from canned_backend import BODY, canned_server
+
+from tandem.devcluster.processes import free_port
+
 CANDIDATES = ("aiohttp-web", "raw-asgi-uvicorn", "tandem")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def _serve_backend(port: int) -> None:
-    """A backend that costs next to nothing: a fixed HTTP/1.1 answer from a bare protocol."""
-    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(CANNED)
-
-    class Canned(asyncio.Protocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport: Any = transport
-            self.buffer = b""
-
-        def data_received(self, data: bytes) -> None:
-            self.buffer += data
-            while b"\r\n\r\n" in self.buffer:
-                header, _, rest = self.buffer.partition(b"\r\n\r\n")
-                match = re.search(rb"(?i)content-length:\s*(\d+)", header)
-                length = int(match.group(1)) if match else 0
-                if len(rest) < length:
-                    return
-                self.buffer = rest[length:]
-                self.transport.write(head + CANNED)
-
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(Canned, "127.0.0.1", port, backlog=1024)
+    server = await canned_server(port)
     await server.serve_forever()
 
 
@@ -219,14 +190,14 @@ def main() -> int:
     lua.write_text(
         f"wrk.method = 'POST'\nwrk.body = '{BODY}'\nwrk.headers['Content-Type'] = 'application/json'\n"
     )
-    backend_port = _free_port()
+    backend_port = free_port()
     backend = _start([sys.executable, __file__, "--serve", "backend", "--port", str(backend_port)], rest)
     results: dict[str, tuple[float, str]] = {}
     try:
         _wait_port(backend_port)
         results["backend (no proxy)"] = _wrk(backend_port, args.seconds, args.connections, rest, lua)
         for kind in args.only or CANDIDATES:
-            port = _free_port()
+            port = free_port()
             if kind == "tandem":
                 cmd = [
                     sys.executable,

@@ -29,8 +29,8 @@ from pathlib import Path
 import httpx
 
 from tandem.api.timing import EngineTiming
-from tandem.sim.scheduler import Scheduler, Sequence, step_ms
 from tandem.sim.testing import free_port
+from tandem.sim.twin import Arrival, serve
 
 
 @dataclass
@@ -97,19 +97,9 @@ async def drive(port: int, streams: int, prompt_tokens: int, max_tokens: int) ->
 
 
 def modelled_seconds(timing: EngineTiming, streams: int, prompt_tokens: int, max_tokens: int) -> float:
-    """The timing model alone: all streams arrive at once, no CPU or network cost."""
-    scheduler = Scheduler(timing, prefix_caching=False)
-    for i in range(streams):
-        scheduler.add(Sequence(f"r{i}", prompt_tokens))
-    total_ms = 0.0
-    while scheduler.running or scheduler.waiting:
-        plan = scheduler.schedule()
-        total_ms += step_ms(plan, timing)
-        for seq in scheduler.complete(plan):
-            seq.num_generated += 1
-            if seq.num_generated >= max_tokens:
-                scheduler.finish(seq)
-    return total_ms / 1000
+    """The timing model alone: all streams arrive at once, no CPU or network cost (the twin)."""
+    run = serve(timing, [Arrival(0.0, prompt_tokens, max_tokens)] * streams)
+    return max(served.finished for served in run.served)
 
 
 def peak_rss_mib(pid: int) -> float:

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 # Subcommand -> the component module that registers it, in the order `tandem --help` lists them.
 COMMANDS: dict[str, str] = {
     "crds": "tandem.api.cli",
-    "plan": "tandem.planner.cli",
+    "plan": "tandem.cli.plan",
     "operator": "tandem.operator.cli",
     "router": "tandem.router.cli",
     "sim": "tandem.sim.cli",
+    "load": "tandem.load.cli",
     "devcluster": "tandem.devcluster.cli",
     "demo": "tandem.devcluster.demo.cli",
 }

@@ -19,6 +19,10 @@
   work without touching the host: the deepest existing ancestor is covered, inside the namespace
   only, by a tmpfs that re-binds all its original entries (``/`` itself via a chroot into such a
   copy). See ``mountns``.
+- **Users**: a pod runs as its ``runAsUser``/``runAsGroup`` with ``fsGroup`` and
+  ``supplementalGroups`` as supplementary groups (exec probes too); the folders of this
+  installation (its "image") are made reachable for that uid inside the pod's namespace, the host's
+  modes unchanged; volumes belong to ``fsGroup`` as on a kubelet. See ``podinit`` and docs/testing.md.
 - **In-cluster API access**: ServiceAccount token Secrets (legacy tokens, 1.20) are mounted at
   ``/var/run/secrets/kubernetes.io/serviceaccount`` with ``ca.crt`` (the CA of the apiserver's
   certificate, which names 127.100.0.1) and ``namespace``; ``KUBERNETES_SERVICE_HOST/PORT`` point

@@ -11,8 +11,9 @@ from tandem.devcluster.errors import AssetsMissingError, BrokenApiserverError
 
 ASSETS_ENV = "KUBEBUILDER_ASSETS"
 PROGRAMS = ("etcd", "kube-apiserver", "kube-controller-manager")
-# sha256 of the shared envtest kube-apiserver (1.20.2, Go 1.19, reflect2 1.0.1): it cannot serve
-# custom resources. devcluster/envtest/assets.sh replaces it; this guard names the fix.
+# sha256 of the old shared envtest kube-apiserver (1.20.2, Go 1.19, reflect2 1.0.1): it cannot serve
+# custom resources. ../shared now holds a rebuilt one; this guard (and devcluster/envtest/assets.sh,
+# which repeats the checksum) names the fix.
 BROKEN_APISERVER_SHA256 = "629bfa9de8e40ef6fe5c71a17f2efd22975f72aeda9e599c986232cf1d3aa537"
 BROKEN_APISERVER_SIZE = 110_280_704
 

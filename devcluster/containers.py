@@ -53,14 +53,15 @@ def restarts(restart_policy: str, exit_code: int, init: bool) -> bool:
 
 
 def check_runtime() -> None:
-    """Pods run in private mount namespaces: that needs root and util-linux unshare/nsenter."""
+    """Pods run in private mount namespaces: that needs root and util-linux unshare/nsenter (and
+    setpriv, for exec probes as the container's user)."""
     if os.geteuid() != 0:
         raise DevClusterError(
             "the devcluster kubelet runs each pod in a private mount namespace (unshare -m), which needs root"
         )
-    missing = [program for program in ("unshare", "nsenter") if shutil.which(program) is None]
+    missing = [program for program in ("unshare", "nsenter", "setpriv") if shutil.which(program) is None]
     if missing:
-        raise DevClusterError(f"the devcluster kubelet needs util-linux {' and '.join(missing)} on PATH")
+        raise DevClusterError(f"the devcluster kubelet needs util-linux {', '.join(missing)} on PATH")
 
 
 def write_launch(launch: ContainerLaunch, launch_file: Path) -> None:
@@ -95,6 +96,7 @@ class RunnerSettings:
     pod_ip: str
     launch_file: Path
     log: Path
+    probe_poll: float | None  # NodeSettings.probe_poll_seconds
 
 
 class ContainerRunner:
@@ -184,7 +186,7 @@ class ContainerRunner:
             and self._container.startup_probe is None
             and self._container.readiness_probe is None,
         )
-        probes = asyncio.create_task(self._probe(process.pid, launch.env)) if probing else None
+        probes = asyncio.create_task(self._probe(process.pid, launch)) if probing else None
         exited = asyncio.create_task(process.wait())
         message: str | None = None
         try:
@@ -203,40 +205,48 @@ class ContainerRunner:
         self._set(state=terminated, ready=self._settings.init and terminated.exit_code == 0, started=False)
         return terminated
 
-    async def _probe(self, pid: int, env: dict[str, str]) -> str | None:
+    async def _probe(self, pid: int, launch: ContainerLaunch) -> str | None:
         """Run the probes: a message when startup or liveness failed for good, None when only
         readiness (if any) goes on, in its own task."""
         container = self._container
         if container.startup_probe is not None:
-            if not await self._verdict(container.startup_probe, pid, env, stop_on=(True, False)):
+            timing = ProbeTiming.of(container.startup_probe).polled(self._settings.probe_poll)
+            if not await self._verdict(container.startup_probe, timing, pid, launch, stop_on=(True, False)):
                 return "startup probe failed"
             self._set(started=True, ready=container.readiness_probe is None)
         if container.readiness_probe is not None:
-            self._readiness = asyncio.create_task(self._readiness_loop(container.readiness_probe, pid, env))
+            self._readiness = asyncio.create_task(
+                self._readiness_loop(container.readiness_probe, pid, launch)
+            )
         if container.liveness_probe is not None:
-            await self._verdict(container.liveness_probe, pid, env, stop_on=(False,))
+            timing = ProbeTiming.of(container.liveness_probe)
+            await self._verdict(container.liveness_probe, timing, pid, launch, stop_on=(False,))
             return "liveness probe failed, container will be restarted"
         return None
 
-    async def _verdict(self, probe: Any, pid: int, env: dict[str, str], stop_on: tuple[bool, ...]) -> bool:
+    async def _verdict(
+        self, probe: Any, timing: ProbeTiming, pid: int, launch: ContainerLaunch, stop_on: tuple[bool, ...]
+    ) -> bool:
         """Probe until the verdict is one of ``stop_on``; that verdict."""
-        timing = ProbeTiming.of(probe)
         tracker = ProbeTracker(timing)
         await asyncio.sleep(timing.initial_delay)
         while True:
-            passed = await check(probe, self._settings.pod_ip, self._container.ports or [], pid, env)
+            passed = await check(probe, self._settings.pod_ip, self._container.ports or [], pid, launch)
             verdict = tracker.record(passed)
             if verdict is not None and verdict in stop_on:
                 return verdict
             await asyncio.sleep(timing.period)
 
-    async def _readiness_loop(self, probe: Any, pid: int, env: dict[str, str]) -> None:
+    async def _readiness_loop(self, probe: Any, pid: int, launch: ContainerLaunch) -> None:
         timing = ProbeTiming.of(probe)
         tracker = ProbeTracker(timing)
         await asyncio.sleep(timing.initial_delay)
+        until_ready = timing.polled(self._settings.probe_poll).period  # until first ready
+        been_ready = False
         while True:
-            passed = await check(probe, self._settings.pod_ip, self._container.ports or [], pid, env)
+            passed = await check(probe, self._settings.pod_ip, self._container.ports or [], pid, launch)
             ready = tracker.record(passed) is True
             if ready != self.status.ready:
                 self._set(ready=ready)
-            await asyncio.sleep(timing.period)
+            been_ready = been_ready or ready
+            await asyncio.sleep(timing.period if been_ready else until_ready)

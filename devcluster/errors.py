@@ -33,6 +33,7 @@ class BrokenApiserverError(DevClusterError):
         self.path = path
         super().__init__(
             f"{path} is the Kubernetes 1.20.2 kube-apiserver built with Go 1.19, whose vendored reflect2 "
-            "1.0.1 drops every custom-resource request (InferencePools included); use `export "
-            "KUBEBUILDER_ASSETS=$(devcluster/envtest/assets.sh)`, which rebuilds it with reflect2 1.0.2"
+            "1.0.1 drops every custom-resource request (InferencePools included): update ../shared, whose "
+            "envtest/ now holds one rebuilt with reflect2 1.0.2, and `export "
+            "KUBEBUILDER_ASSETS=$(devcluster/envtest/assets.sh)` again"
         )

@@ -9,11 +9,18 @@ There are no images here, only this machine's programs:
 
 Anything else is not runnable: the pod reports reason ``ImageNotRunnable`` with a message naming
 the image.
+
+Tandem's image is made, here, of this installation's folders (``image_files``): the interpreter's
+environment and Tandem's own files. A pod that runs as another user is given the way to them, and
+only to them (see ``podinit``), as an image's files are in a container.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 NOT_RUNNABLE_REASON = "ImageNotRunnable"
 TANDEM_REPOSITORY = "tandem"
@@ -64,3 +71,18 @@ def runnable_argv(
             "only through locally installed programs)"
         )
     return [program, *full[1:]]
+
+
+def installation_folders() -> tuple[str, ...]:
+    """The folders this installation of Tandem consists of: the environment of this interpreter (a
+    venv and the Python it was made from) and the folder holding Tandem's components (a checkout,
+    for an editable install; ``site-packages/tandem`` otherwise)."""
+    components = Path(__file__).resolve().parents[1]
+    prefixes = (sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix)
+    return tuple(sorted({*(os.path.realpath(prefix) for prefix in prefixes), str(components)}))
+
+
+def image_files(image: str) -> tuple[str, ...]:
+    """The host folders an image's containers read: this installation for Tandem's image; none for
+    others, whose programs are this machine's own."""
+    return installation_folders() if repository_name(image) == TANDEM_REPOSITORY else ()

@@ -29,5 +29,9 @@ class ContainerLaunch(BaseModel):
     # An empty folder podinit may use (the private root copy, when one is needed).
     scratch: str
     mounts: list[MountSpec] = []
+    # Host folders the program reads (its image's files): a non-root user is given the way to them.
+    image_files: list[str] = []
     run_as_user: int | None = None
     run_as_group: int | None = None
+    # The pod's fsGroup and supplementalGroups, as the runtime gives them to every container process.
+    supplemental_groups: list[int] = []

@@ -13,6 +13,12 @@ which must not change, so a missing path is made by *mirroring* its deepest exis
   ``/``), so mirroring ``/`` builds the same tmpfs copy on a scratch folder and ``chroot``s into it.
 
 Only ancestors that lack a wanted entry are mirrored; all else is the host's view, unchanged.
+
+A pod that runs as another user must still reach the files its "image" consists of (here: this
+machine's Python and Tandem's files, say under ``/root``, mode 0700). ``pass_through`` covers each
+folder on the way that the user cannot pass with a tmpfs that everyone may pass but not list, holding
+only the entries on the way (bind mounts of the originals): the user reaches the interpreter, and sees
+nothing else of ``/root``; the host's modes stay as they are.
 One consequence: a file directly inside a mirrored folder is bound at container start, so if the
 host later *replaces* it (rename over it) the container keeps seeing the old file; rewrites in place,
 and anything inside bound sub-folders, show as usual. (The kubelet keeps each pod's hosts file in
@@ -22,8 +28,10 @@ a folder of its own for this reason.)
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import stat
+from collections.abc import Callable, Iterable, Mapping, Set
 from pathlib import Path
 
 _MS_RDONLY = 0x1
@@ -59,17 +67,20 @@ def bind(source: Path, target: Path, read_only: bool = False) -> None:
         _mount("none", str(target), None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY)
 
 
-def _mount_tmpfs(target: Path, like: os.stat_result) -> None:
-    mode = stat.S_IMODE(like.st_mode)
+def _mount_tmpfs(target: Path, like: os.stat_result, extra_mode: int = 0) -> None:
+    mode = stat.S_IMODE(like.st_mode) | extra_mode
     _mount("tmpfs", str(target), "tmpfs", 0, f"mode={mode:o},uid={like.st_uid},gid={like.st_gid}")
 
 
-def _recreate_entries(original: int, into: Path, links: dict[str, str]) -> None:
-    """Recreate the entries of the directory open as fd ``original`` inside ``into``."""
+def _recreate_entries(
+    original: int, into: Path, links: Mapping[str, str], only: Set[str] | None = None
+) -> None:
+    """Recreate the entries of the directory open as fd ``original`` inside ``into`` (those named in
+    ``only``, when given)."""
     source_root = f"/proc/self/fd/{original}"
     for entry in os.scandir(source_root):
         target = into / entry.name
-        if entry.name in links:
+        if entry.name in links or (only is not None and entry.name not in only):
             continue
         if entry.is_symlink():
             target.symlink_to(Path(entry.path).readlink())
@@ -81,6 +92,21 @@ def _recreate_entries(original: int, into: Path, links: dict[str, str]) -> None:
             bind(Path(entry.path), target)
     for name, destination in links.items():
         (into / name).symlink_to(destination)
+
+
+def blocked_on_the_way(paths: Iterable[Path], passable: Callable[[Path], bool]) -> dict[Path, set[str]]:
+    """The folders on the way to ``paths`` (resolved) that ``passable`` says a user cannot pass, each
+    with its entries that lead on to them."""
+    verdicts: dict[Path, bool] = {}
+    blocked: dict[Path, set[str]] = {}
+    for path in paths:
+        real = Path(os.path.realpath(path))
+        for folder, entry in zip(reversed(real.parents), real.parts[1:], strict=True):
+            if folder not in verdicts:
+                verdicts[folder] = passable(folder)
+            if not verdicts[folder]:
+                blocked.setdefault(folder, set()).add(entry)
+    return blocked
 
 
 class MountNamespace:
@@ -119,6 +145,20 @@ class MountNamespace:
         finally:
             os.close(original)
         self._private.add(directory)
+
+    def pass_through(self, blocked: Mapping[Path, Set[str]]) -> None:
+        """Cover each folder of ``blocked`` with a tmpfs every user may pass (its mode plus search for
+        all) holding only the named entries, bound from the originals (see ``blocked_on_the_way``).
+        Runs after the mounts: what is below a covered folder and not named is out of sight."""
+        for folder in sorted(blocked, key=lambda path: len(path.parts)):
+            if folder == Path("/"):
+                raise MountError(errno.EACCES, "the root folder cannot be passed by the container's user")
+            original = os.open(folder, os.O_PATH | os.O_DIRECTORY)
+            try:
+                _mount_tmpfs(folder, os.fstat(original), extra_mode=0o111)
+                _recreate_entries(original, folder, {}, only=blocked[folder])
+            finally:
+                os.close(original)
 
     @staticmethod
     def _unmount_quietly(path: Path) -> None:

@@ -25,7 +25,6 @@ from tandem.devcluster.dns import HostsFiles
 from tandem.devcluster.errors import DevClusterError
 from tandem.devcluster.informer import Informer
 from tandem.devcluster.kubelet import Kubelet, NodeShape
-from tandem.devcluster.layout import make_traversable
 from tandem.devcluster.network import HOST_IP, NetworkSlot, PodAddresses
 from tandem.devcluster.podworker import NodeContext
 from tandem.devcluster.proxy import ServiceProxy
@@ -146,7 +145,6 @@ async def _running_node(
         hosts,
         proxy,
     )
-    make_traversable(directory)
     memory_dir = Path("/dev/shm") / f"tandem-devcluster-{os.getpid()}"
     node = NodeContext(
         core=core,
@@ -157,6 +155,7 @@ async def _running_node(
         path_env=os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
         backoff=Backoff(settings.restart_backoff_initial, settings.restart_backoff_max),
         volume_refresh=settings.volume_refresh_seconds,
+        probe_poll=settings.probe_poll_seconds,
         hosts=hosts,
         catalog=lambda: feed.catalog,
     )

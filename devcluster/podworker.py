@@ -32,7 +32,7 @@ from tandem.devcluster.env import (
     secret_text,
     service_link_env,
 )
-from tandem.devcluster.images import runnable_argv
+from tandem.devcluster.images import image_files, runnable_argv
 from tandem.devcluster.launch import ContainerLaunch
 from tandem.devcluster.layout import pod_directory
 from tandem.devcluster.podstatus import ContainerStatus, PodSnapshot, Waiting, now, pod_status_json
@@ -66,6 +66,7 @@ class NodeContext:
     volume_refresh: float
     hosts: HostsFiles
     catalog: Callable[[], Catalog]
+    probe_poll: float | None  # NodeSettings.probe_poll_seconds
 
 
 async def _maybe(read: Any) -> Any:
@@ -85,6 +86,17 @@ def _security_field(name: str, container_context: Any, pod_context: Any) -> Any:
         if value is not None:
             return value
     return None
+
+
+def supplemental_groups(pod_context: Any) -> list[int]:
+    """The groups every container process of the pod gets besides its own: ``supplementalGroups``
+    and ``fsGroup`` (as the kubelet hands them to the runtime)."""
+    if pod_context is None:
+        return []
+    groups = list(pod_context.supplemental_groups or [])
+    if pod_context.fs_group is not None and pod_context.fs_group not in groups:
+        groups.append(pod_context.fs_group)
+    return groups
 
 
 def grace_seconds(pod: Any) -> float:
@@ -108,7 +120,10 @@ class PodWorker:
         # In a folder of its own: podinit may cover the pod folder with a mirror (see mountns),
         # which would pin a file directly in it to the inode it had, and the rewrites would not show.
         self._hosts_file = self.directory / "network" / "hosts"
-        self._volumes = PodVolumes(self.directory, node.memory_dir / self.uid)
+        context = pod.spec.security_context
+        self._volumes = PodVolumes(
+            self.directory, node.memory_dir / self.uid, fs_group=context.fs_group if context else None
+        )
         self._start_time = now()
         self._init_statuses = [ContainerStatus(c.name, c.image) for c in pod.spec.init_containers or []]
         self._statuses = [ContainerStatus(c.name, c.image) for c in pod.spec.containers]
@@ -210,6 +225,7 @@ class PodWorker:
             pod_ip=self.pod_ip,
             launch_file=self.directory / "launch" / f"{container.name}.json",
             log=self.directory / f"{container.name}.log",
+            probe_poll=self._node.probe_poll,
         )
 
         async def prepare() -> ContainerLaunch:
@@ -340,8 +356,10 @@ class PodWorker:
             hosts_file=str(self._hosts_file),
             scratch=str(self.directory / "scratch" / container.name),
             mounts=self._volumes.mounts(container, env),
+            image_files=list(image_files(container.image)),
             run_as_user=run_as_user,
             run_as_group=run_as_group,
+            supplemental_groups=supplemental_groups(spec.security_context),
         )
 
     # -- status -----------------------------------------------------------------------------

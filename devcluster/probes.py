@@ -1,19 +1,24 @@
 """Startup, liveness and readiness probes: one check (``httpGet``, ``tcpSocket`` or ``exec``) and the
 threshold bookkeeping around it, with Kubernetes' defaults (period 10 s, timeout 1 s, success
 threshold 1, failure threshold 3). ``httpGet`` succeeds on a status from 200 to 399, as the
-kubelet's does; HTTPS is not verified (nor is it by the kubelet).
+kubelet's does; HTTPS is not verified (nor is it by the kubelet). An ``exec`` probe runs in the
+container's namespaces with its environment and ids, as a runtime's exec does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import ssl
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
+from tandem.devcluster.launch import ContainerLaunch
+
 _NSENTER = "nsenter"
+_SETPRIV = "setpriv"
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,14 @@ class ProbeTiming:
             success_threshold=probe.success_threshold or 1,
             failure_threshold=probe.failure_threshold or 3,
         )
+
+    def polled(self, every: float | None) -> ProbeTiming:
+        """This timing probed every ``every`` seconds where its period is longer, failing after as
+        many seconds of failures (``failure_threshold`` periods); itself for None."""
+        if every is None or every >= self.period:
+            return self
+        failures = math.ceil(self.failure_threshold * self.period / every)
+        return replace(self, period=every, failure_threshold=failures)
 
 
 class ProbeTracker:
@@ -106,7 +119,17 @@ async def _tcp_socket(action: Any, pod_ip: str, container_ports: Sequence[Any]) 
     return True
 
 
-async def _exec(command: Sequence[str], pid: int, env: Mapping[str, str]) -> bool:
+def as_container_user(launch: ContainerLaunch) -> list[str]:
+    """A command prefix that gives what follows the container's ids (none for a root container)."""
+    ids = [f"--reuid={launch.run_as_user}"] if launch.run_as_user is not None else []
+    ids += [f"--regid={launch.run_as_group}"] if launch.run_as_group is not None else []
+    if not ids:
+        return []
+    groups = launch.supplemental_groups
+    return [_SETPRIV, *ids, f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups", "--"]
+
+
+async def _exec(command: Sequence[str], pid: int, launch: ContainerLaunch) -> bool:
     # Runs in the container's mount and UTS namespaces, so it sees the container's files.
     process = await asyncio.create_subprocess_exec(
         _NSENTER,
@@ -114,8 +137,9 @@ async def _exec(command: Sequence[str], pid: int, env: Mapping[str, str]) -> boo
         "--mount",
         "--uts",
         "--",
+        *as_container_user(launch),
         *command,
-        env=dict(env),
+        env=launch.env,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
@@ -129,7 +153,7 @@ async def _exec(command: Sequence[str], pid: int, env: Mapping[str, str]) -> boo
 
 
 async def check(
-    probe: Any, pod_ip: str, container_ports: Sequence[Any], pid: int, env: Mapping[str, str]
+    probe: Any, pod_ip: str, container_ports: Sequence[Any], pid: int, launch: ContainerLaunch
 ) -> bool:
     """Run ``probe`` (a V1Probe) once; any error or a timeout counts as a failure."""
     timing = ProbeTiming.of(probe)
@@ -140,7 +164,7 @@ async def check(
             if probe.tcp_socket is not None:
                 return await _tcp_socket(probe.tcp_socket, pod_ip, container_ports)
             if probe._exec is not None:
-                return await _exec(probe._exec.command or [], pid, env)
+                return await _exec(probe._exec.command or [], pid, launch)
     except (OSError, TimeoutError, ValueError):
         return False
     return False

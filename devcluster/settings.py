@@ -6,6 +6,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# A test cluster's probe_poll_seconds: a pool is Ready about when its processes are up, not an
+# engine's 10 s startup period later.
+TEST_PROBE_POLL_SECONDS = 0.5
+
 
 class NodeSettings(BaseModel):
     """The one node and its kubelet."""
@@ -19,6 +23,14 @@ class NodeSettings(BaseModel):
     restart_backoff_max: float = Field(30.0, gt=0, description="cap of the doubling restart delay, seconds")
     volume_refresh_seconds: float = Field(
         5.0, gt=0, description="how often ConfigMap/Secret/projected volumes are refreshed"
+    )
+    probe_poll_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="until a container is first started (startup probe) and ready (readiness probe), "
+        "probe this often where the probe's period is longer, a startup failing after as many seconds "
+        "(a test cluster's: a process up in a second is ready a second later, not a period later); "
+        "None: the pod's timing, as the kubelet's",
     )
 
 

@@ -11,6 +11,8 @@
   can already be used by pods; deleted after the test.
 - ``wait_for(predicate, timeout, interval, message)``: poll until ``predicate()`` is truthy (and
   return it), else fail the test with ``message``.
+- ``crd_established(api, name)``, ``delete_crd(api, name)``: a CRD's resources served; a CRD
+  deleted and gone.
 - ``ready_endpoints(api, namespace, service)``: the ``(ip, port)`` pairs a Service's EndpointSlices
   (``v1``, else ``v1beta1``) list as ready; ``container_pid(pod)``: the local pid behind a
   devcluster container (its ``containerID`` is ``process://<pid>``); ``pod_ready``, ``pod_phase``,
@@ -120,6 +122,33 @@ def ready_endpoints(api: kubernetes.client.ApiClient, namespace: str, service: s
     return found
 
 
+def crd_established(api: kubernetes.client.ApiClient, name: str) -> bool:
+    """Whether the CustomResourceDefinition ``name`` is Established: its resources are served."""
+    crd = kubernetes.client.ApiextensionsV1Api(api).read_custom_resource_definition(name)
+    conditions = (crd.status.conditions if crd.status else None) or []
+    return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+
+def delete_crd(api: kubernetes.client.ApiClient, name: str, timeout: float = 60.0) -> None:
+    """Delete the CustomResourceDefinition ``name``, if it is there, and wait until it is gone (its
+    objects deleted with it, then its finalizer removed)."""
+    extensions = kubernetes.client.ApiextensionsV1Api(api)
+    try:
+        extensions.delete_custom_resource_definition(name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+    def gone() -> bool:
+        try:
+            extensions.read_custom_resource_definition(name)
+        except ApiException as exc:
+            return bool(exc.status == 404)
+        return False
+
+    wait_for(gone, timeout=timeout, message=f"CRD {name} deleted")
+
+
 def pod_phase(pod: kubernetes.client.V1Pod) -> str:
     """The pod's phase ("" before it has one)."""
     return (pod.status.phase if pod.status else None) or ""
@@ -169,8 +198,9 @@ def devcluster() -> Iterator[ClusterUnderTest]:
         yield ExistingCluster(Path(kubeconfig))
         return
     from tandem.devcluster.cluster import DevCluster
+    from tandem.devcluster.settings import TEST_PROBE_POLL_SECONDS, NodeSettings
 
-    cluster = DevCluster()
+    cluster = DevCluster(node=NodeSettings(probe_poll_seconds=TEST_PROBE_POLL_SECONDS))
     try:
         cluster.start()
     except AssetsMissingError as exc:

@@ -8,6 +8,9 @@
   ``/dev/shm`` (memory-backed, shared by the pod's containers; ``sizeLimit`` is not enforced).
 - ``hostPath`` is the host's path itself (``DirectoryOrCreate``/``FileOrCreate`` create it there,
   which is what that volume type means).
+- With a pod ``fsGroup``, every volume but ``hostPath`` is given to that group as the kubelet does
+  (``fs_group_mode``): so a pod that runs as a non-root user (with ``fsGroup`` among its groups)
+  reads its Secrets even with ``defaultMode: 0400``, and writes its emptyDirs.
 - Other types (PersistentVolumeClaims, CSI, ...) raise ``VolumeError``.
 
 The ServiceAccount token needs nothing special: in Kubernetes 1.20 the ServiceAccount admission
@@ -20,7 +23,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -107,8 +112,37 @@ def downward_files(items: list[Any], pod: PodFacts, mode: int) -> VolumeFiles:
     return files
 
 
-def write_atomically(directory: Path, files: VolumeFiles) -> bool:
-    """Publish ``files`` in ``directory`` behind a swapped ``..data`` link; False if nothing changed."""
+def fs_group_mode(mode: int, read_only: bool, directory: bool) -> int:
+    """The mode of a volume's file or folder once it belongs to the pod's ``fsGroup``, as the kubelet
+    sets it (kubernetes pkg/volume/volume_linux.go, ``changeFilePermission``): the group may read,
+    and write unless the volume is read-only; folders are also group-searchable and setgid, so what
+    is created in them belongs to the group too."""
+    mode |= 0o440 if read_only else 0o660
+    if directory:
+        mode |= stat.S_ISGID | 0o110
+    return mode
+
+
+def give_to_group(root: Path, fs_group: int, read_only: bool) -> None:
+    """Give ``root`` and everything below it to group ``fs_group``, with ``fs_group_mode``."""
+    _give(root, fs_group, read_only)
+    for folder, folders, names in os.walk(root):
+        for name in [*folders, *names]:
+            _give(Path(folder) / name, fs_group, read_only)
+
+
+def _give(path: Path, fs_group: int, read_only: bool) -> None:
+    os.lchown(path, -1, fs_group)
+    info = path.lstat()
+    if not stat.S_ISLNK(info.st_mode):
+        path.chmod(fs_group_mode(stat.S_IMODE(info.st_mode), read_only, stat.S_ISDIR(info.st_mode)))
+
+
+def write_atomically(directory: Path, files: VolumeFiles, fs_group: int | None = None) -> bool:
+    """Publish ``files`` in ``directory`` behind a swapped ``..data`` link, read-only for the pod and
+    given to ``fs_group`` when there is one; False if nothing changed."""
+    if fs_group is not None:
+        files = {name: (content, fs_group_mode(mode, True, False)) for name, (content, mode) in files.items()}
     directory.mkdir(parents=True, exist_ok=True)
     current = directory / _DATA_LINK
     if current.is_symlink() and _read_files(current) == files:
@@ -120,6 +154,10 @@ def write_atomically(directory: Path, files: VolumeFiles) -> bool:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
         path.chmod(mode)
+    if fs_group is not None:
+        # Before the swap, as the kubelet's atomic writer does: readers never see the old owner.
+        _give(directory, fs_group, read_only=True)
+        give_to_group(payload, fs_group, read_only=True)
     staged = directory / "..data_tmp"
     staged.unlink(missing_ok=True)
     staged.symlink_to(payload.name)
@@ -195,9 +233,10 @@ async def generated_files(volume: Any, pod: PodFacts, sources: VolumeSources) ->
 class PodVolumes:
     """The folders backing one pod's volumes: ``prepare`` (and re-run to refresh), ``remove``."""
 
-    def __init__(self, pod_dir: Path, memory_dir: Path) -> None:
+    def __init__(self, pod_dir: Path, memory_dir: Path, fs_group: int | None = None) -> None:
         self._pod_dir = pod_dir
         self._memory_dir = memory_dir
+        self._fs_group = fs_group
         self.paths: dict[str, Path] = {}
         self.read_only: set[str] = set()
 
@@ -208,13 +247,16 @@ class PodVolumes:
             files = await generated_files(volume, pod, sources)
             if files is not None:
                 path = self._pod_dir / "volumes" / volume.name
-                changed = write_atomically(path, files) or changed
+                changed = write_atomically(path, files, self._fs_group) or changed
                 self.read_only.add(volume.name)
             elif volume.empty_dir is not None:
                 base = self._memory_dir if volume.empty_dir.medium == "Memory" else self._pod_dir / "volumes"
                 path = base / volume.name
-                path.mkdir(parents=True, exist_ok=True)
-                path.chmod(0o777)
+                if not path.exists():  # set up once: later refreshes leave what the pod wrote alone
+                    path.mkdir(parents=True)
+                    path.chmod(0o777)
+                    if self._fs_group is not None:
+                        give_to_group(path, self._fs_group, read_only=False)
             elif volume.host_path is not None:
                 path = _host_path(volume.host_path)
             else:

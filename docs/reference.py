@@ -1,8 +1,9 @@
-"""Write docs/reference.md, the InferencePool reference, from the API models (tandem.api).
+"""Write docs/reference.md, the InferencePool reference, from the API models (tandem.api) and the
+operator's managed settings and bounds (tandem.operator: the builders' own tables).
 
     .venv/bin/python docs/reference.py > docs/reference.md
 
-tests/test_docs_reference.py fails when the committed file differs from this output.
+tests/docs/test_reference.py fails when the committed file differs from this output.
 """
 
 from __future__ import annotations
@@ -11,6 +12,17 @@ import sys
 from typing import Any
 
 from tandem.api import API_VERSION, InferencePool
+from tandem.api.spec import MAX_PIPELINE_PARALLEL, MAX_REPLICAS, MAX_TENSOR_PARALLEL
+from tandem.operator.build.engine import (
+    MANAGED_ENV,
+    MANAGED_ENV_PREFIXES,
+    MANAGED_FLAGS,
+    RELIED_ON_ENV,
+    RELIED_ON_FLAGS,
+    SIMULATOR_FLAGS,
+)
+from tandem.operator.build.managed import Managed
+from tandem.operator.settings import DEFAULT_MAX_GPUS_PER_POOL
 
 Schema = dict[str, Any]
 
@@ -141,6 +153,68 @@ class Renderer:
         return "\n".join(lines)
 
 
+def _managed_rows(settings: tuple[Managed, ...], relied_on: tuple[Managed, ...]) -> list[str]:
+    rows = []
+    for setting in settings:
+        names = ", ".join(f"`{name}`" for name in (setting.name, *setting.aliases))
+        how = "left unset" if setting in relied_on else "rendered"
+        rows.append(f"| {names} | {how} | {setting.owner} |")
+    return rows
+
+
+def managed_settings() -> str:
+    """The flags and variables the operator owns, from the builders' tables."""
+    flags = [setting for setting in MANAGED_FLAGS if setting not in SIMULATOR_FLAGS]
+    simulator = ", ".join(f"`{setting.name}`" for setting in SIMULATOR_FLAGS)
+    return "\n".join(
+        [
+            "## Managed settings",
+            "",
+            "The operator sets these itself. In `spec.engine.extraArgs`, `spec.prefill.extraArgs` and",
+            "`spec.decode.extraArgs` a word that sets one of these flags is refused (`InvalidSpec`, naming",
+            "the item and the flag), however vLLM would spell it: `--flag value`, `--flag=value`,",
+            "`--flag_name`, `--flag.key value`, a short alias (`-tp 2`, `-qfp8`), a unique prefix (argparse",
+            "abbreviations) or a switch's `--no-`/`--disable-` form. So is a word holding a space (vLLM",
+            "takes it as a positional). Set the field named instead.",
+            "",
+            "| flag | how | set by |",
+            "| --- | --- | --- |",
+            *_managed_rows(tuple(flags), RELIED_ON_FLAGS),
+            "",
+            f"Simulated engines also get one flag per engine-timing field of the plan, and the model's KV "
+            f"size and attention (the planner's formula, as the router counts them): {simulator}.",
+            "",
+            "In `spec.engine.env` these names are refused, and so is a name given twice (the API server",
+            "would answer 500 for the duplicate on every apply):",
+            "",
+            "| variable | how | set by |",
+            "| --- | --- | --- |",
+            *_managed_rows(MANAGED_ENV, RELIED_ON_ENV),
+            *(f"| `{prefix.name}*` | left unset | {prefix.owner} |" for prefix in MANAGED_ENV_PREFIXES),
+        ]
+    )
+
+
+def bounds() -> str:
+    return "\n".join(
+        [
+            "## Bounds",
+            "",
+            f"- `replicas` of prefill, decode and router: at most {MAX_REPLICAS}; `tensorParallel` at most "
+            f"{MAX_TENSOR_PARALLEL},",
+            f"  `pipelineParallel` at most {MAX_PIPELINE_PARALLEL}. The CRD carries these maxima, so the API "
+            "server refuses",
+            "  a pin beyond them; planned replicas beyond them are `Infeasible`.",
+            "- GPUs per pool, both roles and every replica together (simulated pools count the GPUs they",
+            "  are planned on): at most `spec.maxGpus` and at most the operator's `--max-gpus-per-pool`",
+            f"  (`TANDEM_OPERATOR_MAX_GPUS_PER_POOL`, chart value `operator.maxGpusPerPool`; default "
+            f"{DEFAULT_MAX_GPUS_PER_POOL}).",
+            "  The planner sizes within the tighter one; a plan or pins beyond it are `Infeasible`, the",
+            "  message naming the limit, and nothing is created.",
+        ]
+    )
+
+
 def render_reference() -> str:
     schema = InferencePool.model_json_schema(by_alias=True, mode="validation")
     defs: dict[str, Schema] = schema["$defs"]
@@ -166,6 +240,7 @@ def render_reference() -> str:
     }
     sections = [Renderer({**defs, "InferencePool": top}).section("InferencePool")]
     sections += [renderer.section(name) for name in renderer.order]
+    sections += [managed_settings(), bounds()]
     return HEADER + "\n" + "\n\n".join(sections) + "\n"
 
 

@@ -20,7 +20,6 @@ import pytest
 from kubernetes import client
 
 from tandem.api import GROUP, PLURAL, VERSION, ConditionType, InferencePool, InferencePoolStatus
-from tandem.devcluster.cluster import DevCluster
 from tandem.devcluster.demo import chart, pool, traffic
 from tandem.devcluster.testing import ClusterUnderTest, namespace_name, ready_endpoints, wait_for
 from tandem.operator.settings import DEFAULT_TANDEM_IMAGE
@@ -63,17 +62,13 @@ class ReadyPool:
     status: InferencePoolStatus
 
 
-def chart_values(namespace: str, cluster: ClusterUnderTest) -> dict[str, Any]:
+def chart_values(namespace: str) -> dict[str, Any]:
     repository, _, tag = IMAGE.rpartition(":")
-    values: dict[str, Any] = {
+    return {
         "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
         # Only this namespace: other tests' pools on the same cluster are not this operator's.
         "operator": {"watchNamespaces": [namespace]},
     }
-    if isinstance(cluster, DevCluster):
-        # Its pods are processes of this machine's Python, which the images' uid may not reach.
-        values["runAsUser"] = None
-    return values
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +78,7 @@ def release(devcluster: ClusterUnderTest, kube_api: client.ApiClient) -> Iterato
     core.create_namespace({"metadata": {"name": namespace, "labels": {"tandem.dev/test": "true"}}})
     name = "e2e"
     try:
-        chart.install(devcluster.kubeconfig, name, namespace, chart_values(namespace, devcluster))
+        chart.install(devcluster.kubeconfig, name, namespace, chart_values(namespace))
         yield Release(name, namespace, devcluster)
     finally:
         chart.uninstall(devcluster.kubeconfig, name, namespace)

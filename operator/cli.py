@@ -12,7 +12,7 @@ from pathlib import Path
 from tandem.operator.planning import catalog_planner
 from tandem.operator.rbac import rbac_manifests
 from tandem.operator.runner import run_operator
-from tandem.operator.settings import SettingsError, settings_from_env
+from tandem.operator.settings import DEFAULT_MAX_GPUS_PER_POOL, SettingsError, settings_from_env
 from tandem.operator.yamldump import dump_all
 
 
@@ -26,12 +26,13 @@ def _run(args: argparse.Namespace) -> int:
             liveness_port=args.liveness_port,
             metrics_port=args.metrics_port,
             workers=args.workers,
+            max_gpus_per_pool=args.max_gpus_per_pool,
         )
     except SettingsError as exc:
         print(f"tandem operator: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run_operator(settings, catalog_planner()))
+    asyncio.run(run_operator(settings, catalog_planner(settings.max_gpus_per_pool)))
     return 0
 
 
@@ -55,6 +56,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--liveness-port", type=int, help="/healthz port (default 8080; 0: off)")
     parser.add_argument("--metrics-port", type=int, help="/metrics port (default 9090; 0: off)")
     parser.add_argument("--workers", type=int, help="pools reconciled at once (default 4)")
+    parser.add_argument(
+        "--max-gpus-per-pool",
+        type=int,
+        help=f"most GPUs one pool may take (default {DEFAULT_MAX_GPUS_PER_POOL}); spec.maxGpus may lower it",
+    )
     parser.set_defaults(run=_run)
     commands = parser.add_subparsers(dest="operator_command", metavar="SUBCOMMAND")
     rbac = commands.add_parser("rbac", help="print the operator RBAC: ServiceAccount, ClusterRole, binding")

@@ -1,7 +1,8 @@
 """Kubernetes Events on the pool for its major steps. Pure: which events, and their objects.
 
 Only transitions make events (a new plan, children created, changed, restored or pruned, the pool
-turning Ready or Degraded, a new problem), so a pool that does not change posts none.
+turning Ready or Degraded, a new problem, the autoscaler changing the replicas, recommending another
+layout, or stopping for a conflict or missing metrics), so a pool that does not change posts none.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tandem.api import API_VERSION, KIND, Condition, ConditionType, InferencePoolStatus
+from tandem.api.autoscaling import LayoutRecommendation
 from tandem.operator.drift import Change
 from tandem.operator.naming import MANAGED_BY
 from tandem.operator.status import plan_summary
@@ -92,6 +94,37 @@ def pool_events(
     degraded = after.get(ConditionType.DEGRADED)
     if _became(ConditionType.DEGRADED, "True", before, after) and degraded is not None:
         events.append(PoolEvent("Warning", "Degraded", degraded.message))
+    return events + _autoscaling_events(previous, current, before, after)
+
+
+def _layout(recommendation: LayoutRecommendation | None) -> tuple[object, ...] | None:
+    """What a recommendation recommends, whatever the replica counts (which follow the load)."""
+    if recommendation is None:
+        return None
+    shapes = [
+        (shape.gpu_type, shape.tensor_parallel, shape.pipeline_parallel) if shape else None
+        for shape in (recommendation.prefill, recommendation.decode)
+    ]
+    return (recommendation.deployment, *shapes)
+
+
+def _autoscaling_events(
+    previous: InferencePoolStatus | None,
+    current: InferencePoolStatus,
+    before: Mapping[str, Condition],
+    after: Mapping[str, Condition],
+) -> list[PoolEvent]:
+    events: list[PoolEvent] = []
+    old = previous.autoscaling if previous else None
+    new = current.autoscaling
+    if old is not None and new is not None:
+        if old.desired is not None and new.desired is not None and old.desired != new.desired:
+            events.append(PoolEvent("Normal", "Scaled", new.last_decision or ""))
+        if new.recommendation is not None and _layout(new.recommendation) != _layout(old.recommendation):
+            events.append(PoolEvent("Normal", "LayoutRecommended", new.recommendation.message))
+    state, was = after.get(ConditionType.AUTOSCALING), before.get(ConditionType.AUTOSCALING)
+    if state is not None and state.status == "False" and (was is None or was.reason != state.reason):
+        events.append(PoolEvent("Warning", state.reason, state.message))
     return events
 
 

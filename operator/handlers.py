@@ -1,13 +1,14 @@
-"""kopf's part: watch pools and their children, and hand every event to the controller.
+"""kopf's part: watch pools and their children, and hand every event to the object cache; and
+watch CRDs, whose events may change what the cluster serves.
 
-Handlers stay thin: they record the object and queue its pool; the controller's work queue does
-the reconcile. Only event-watching handlers are registered, so kopf keeps no state on the objects
-(no finalizers, no last-handled annotations, no ``status.<handler>`` results).
+Handlers stay thin: they record the object, and the cache queues its pool; the controller's work
+queue does the reconcile. Only event-watching handlers are registered, so kopf keeps no state on
+the objects (no finalizers, no last-handled annotations, no ``status.<handler>`` results).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,10 @@ import kopf
 import kubernetes
 
 from tandem.api import GROUP, PLURAL, VERSION
-from tandem.operator.controller import Controller
 from tandem.operator.kinds import CHILD_KINDS
+from tandem.operator.kube import Body
 from tandem.operator.naming import MANAGED_BY, MANAGED_BY_LABEL
+from tandem.operator.object_cache import ObjectCache
 
 # (group, version, plural); version None where the operator renders several (kopf then watches the
 # cluster's preferred one, which is the one discovery picks for rendering).
@@ -81,9 +83,12 @@ def connection_info(kubeconfig: Path, settings: kopf.OperatorSettings) -> kopf.C
     )
 
 
-def build_registry(controller: Controller) -> kopf.OperatorRegistry:
+def build_registry(
+    cache: ObjectCache, kubeconfig: Path | None, observe_crd: Callable[[str | None, Body], Awaitable[None]]
+) -> kopf.OperatorRegistry:
+    """Pools and children go to the cache; CRD events to ``observe_crd`` (they may change what the
+    cluster serves: ``Controller.observe_crd``)."""
     registry = kopf.OperatorRegistry()
-    kubeconfig = controller.settings.kubeconfig
 
     @kopf.on.login(registry=registry)
     def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -93,13 +98,18 @@ def build_registry(controller: Controller) -> kopf.OperatorRegistry:
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     def pool_event(event: kopf.RawEvent, **_: Any) -> None:
-        controller.observe_pool(event.get("type"), dict(event["object"]))
+        cache.observe_pool(event.get("type"), dict(event["object"]))
 
     def child_event(event: kopf.RawEvent, **_: Any) -> None:
-        controller.observe_child(event.get("type"), dict(event["object"]))
+        cache.observe_child(event.get("type"), dict(event["object"]))
 
     for group, version, plural in child_watches():
         kopf.on.event(group=group, version=version, plural=plural, id=f"child-{plural}", registry=registry)(
             child_event
         )
+
+    @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", registry=registry)
+    async def crd_event(event: kopf.RawEvent, **_: Any) -> None:
+        await observe_crd(event.get("type"), dict(event["object"]))
+
     return registry

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tandem.api import API_VERSION, KIND, PLURAL
-from tandem.operator.capabilities import LWS_VERSIONS, PDB_VERSIONS, Capabilities
+from tandem.operator.capabilities import GIE_VERSIONS, LWS_VERSIONS, PDB_VERSIONS, Capabilities
 
 
 @dataclass(frozen=True)
@@ -49,18 +49,27 @@ CHILD_KINDS: tuple[Kind, ...] = (
     Kind("apps/v1", "Deployment", "deployments"),
     Kind("rbac.authorization.k8s.io/v1", "Role", "roles"),
     Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings"),
+    Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
     *(Kind(version, "PodDisruptionBudget", "poddisruptionbudgets") for version in PDB_VERSIONS),
     *(Kind(version, "LeaderWorkerSet", "leaderworkersets") for version in LWS_VERSIONS),
+    # The Gateway API Inference Extension's InferencePool, never Tandem's (which is POOL).
+    *(Kind(version, "InferencePool", "inferencepools") for version in GIE_VERSIONS),
 )
 _BY_TYPE = {(kind.api_version, kind.kind): kind for kind in CHILD_KINDS}
 
 
-def served_kinds(caps: Capabilities) -> list[Kind]:
-    """The children kinds in the versions this cluster serves (and the operator renders)."""
-    versioned: dict[str, str | None] = {
+def discovered_versions(caps: Capabilities) -> dict[str, str | None]:
+    """The version each kind that discovery decides is rendered in (None: the cluster serves none)."""
+    return {
         "PodDisruptionBudget": caps.pdb_api_version,
         "LeaderWorkerSet": caps.lws_api_version,
+        "InferencePool": caps.gie_api_version,
     }
+
+
+def served_kinds(caps: Capabilities) -> list[Kind]:
+    """The children kinds in the versions this cluster serves (and the operator renders)."""
+    versioned = discovered_versions(caps)
     return [kind for kind in CHILD_KINDS if versioned.get(kind.kind, kind.api_version) == kind.api_version]
 
 

@@ -1,9 +1,13 @@
 """The operator's Kubernetes API access: server-side apply, status writes, deletes, Events, discovery.
 
-A thin layer over ``kubernetes_asyncio``'s ApiClient (which handles kubeconfig, tokens and TLS);
-bodies stay plain JSON dicts. Errors:
+``KubeApi`` is what the controller asks of the API server; ``KubeClient`` serves it, as a thin
+layer over ``kubernetes_asyncio``'s ApiClient (which handles kubeconfig, tokens and TLS);
+bodies stay plain JSON dicts. Requests go out with ``_preload_content=False``, so the client
+raises nothing for an HTTP error status: this module reads the API server's ``Status`` body itself,
+and turns a connection failure (aiohttp's ``ClientError``, a timeout) into status 0. Errors:
 
-    KubeError            any failed call; ``status`` is the HTTP status (0: no answer)
+    KubeError            any failed call: ``status`` (HTTP; 0: no answer), ``reason`` and
+    │                    ``message`` from the API server's Status, ``transient`` (worth retrying as is)
     └── NotFoundError    404
 """
 
@@ -13,30 +17,80 @@ import contextlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.config.config_exception import ConfigException
 
-from tandem.operator.kinds import EVENT, POOL, Kind, kind_of
+from tandem.operator.kinds import EVENT, POOL, Kind, kind_list_paths, kind_of
 from tandem.operator.naming import FIELD_MANAGER
 
 Body = dict[str, Any]
 REQUEST_TIMEOUT_SECONDS = 30
 
 
+# metav1.StatusReason values (k8s.io/apimachinery/pkg/apis/meta/v1/types.go) after which the same
+# request may succeed: a concurrent writer won, the server is throttling, busy, timing out, or an
+# internal error (a webhook it could not reach). Every other reason (Invalid, BadRequest,
+# Forbidden, NotFound, Unauthorized, MethodNotAllowed, RequestEntityTooLarge, ...) says the request
+# itself is refused: it fails again until the object, RBAC, quota or admission changes.
+TRANSIENT_REASONS = frozenset(
+    {
+        "Conflict",
+        "AlreadyExists",
+        "TooManyRequests",
+        "ServerTimeout",
+        "Timeout",
+        "ServiceUnavailable",
+        "InternalError",
+    }
+)
+# Server-side apply answers 500 with no reason when it cannot read the body against the schema:
+# duplicate entries for a list's key (two env vars of one name), a field the schema does not declare.
+# The same body always gets it (kubernetes/kubernetes#122480, fabric8io/kubernetes-client#6927).
+REFUSED_APPLY_BODY = "failed to create typed patch object"
+
+
+def is_not_served(status: int, reason: str) -> bool:
+    """Whether the API server answered "404 page not found": a 404 with no Status, for a path it
+    routes nowhere, which a resource type it does not serve (a CRD's, deleted or not routed yet)
+    has; a missing object of a served type answers a Status with reason NotFound."""
+    return status == 404 and not reason
+
+
+def is_transient(status: int, reason: str, message: str) -> bool:
+    """Whether retrying the same request as is may succeed, from the API server's Status."""
+    if REFUSED_APPLY_BODY in message:
+        return False
+    if reason:
+        return reason in TRANSIENT_REASONS
+    # A type not served is, for a CRD just Established (or being installed again), a moment's
+    # wait; for one deleted, the reconciler asks discovery (Reconciler._withdrawn).
+    return is_not_served(status, reason) or status in (0, 409, 429) or status >= 500
+
+
 class KubeError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}" if status else message)
+    def __init__(self, status: int, message: str, *, reason: str = "", request: str = "") -> None:
         self.status = status
+        self.reason = reason
         self.message = message
+        self.request = request
+        super().__init__(f"{request + ': ' if request else ''}{self.answer}: {message}")
+
+    @property
+    def answer(self) -> str:
+        """The API server's answer in short: "HTTP 422 Invalid", "HTTP 500", or "no answer"."""
+        return f"HTTP {self.status} {self.reason}".rstrip() if self.status else "no answer"
 
     @property
     def transient(self) -> bool:
-        """Worth retrying as it is: no answer, throttling, a conflict or a server-side failure."""
-        return self.status in (0, 409, 429) or self.status >= 500
+        return is_transient(self.status, self.reason, self.message)
+
+    @property
+    def not_served(self) -> bool:
+        return is_not_served(self.status, self.reason)
 
 
 class NotFoundError(KubeError):
@@ -56,6 +110,24 @@ async def load_configuration(kubeconfig: Path | None) -> Configuration:
         config_file=str(kubeconfig) if kubeconfig else None, client_configuration=configuration
     )
     return configuration
+
+
+class KubeApi(Protocol):
+    """The calls the controller makes; each raises ``KubeError`` for a failure."""
+
+    async def served_versions(self, group: str) -> list[str]: ...
+
+    async def list_objects(
+        self, kind: Kind, namespaces: tuple[str, ...], label_selector: str
+    ) -> list[Body]: ...
+
+    async def apply(self, manifest: Body, *, field_manager: str = FIELD_MANAGER) -> Body: ...
+
+    async def delete(self, kind: Kind, namespace: str, name: str, uid: str) -> None: ...
+
+    async def write_pool_status(self, namespace: str, name: str, status: Body) -> Body: ...
+
+    async def create_event(self, event: Body) -> None: ...
 
 
 class KubeClient:
@@ -90,21 +162,45 @@ class KubeClient:
                 _request_timeout=REQUEST_TIMEOUT_SECONDS,
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise KubeError(0, f"{method} {path}: {exc!r}") from exc
+            raise KubeError(0, repr(exc), request=f"{method} {path}") from exc
         async with response:
             text = await response.text()
-            if response.status == 404:
-                raise NotFoundError(404, f"{method} {path}: not found")
             if response.status >= 400:
-                raise KubeError(response.status, f"{method} {path}: {_message(text)}")
+                reason, message = _status(text)
+                error = NotFoundError if response.status == 404 else KubeError
+                raise error(response.status, message, reason=reason, request=f"{method} {path}")
         result: Body = json.loads(text) if text else {}
         return result
 
-    async def apply(self, manifest: Body) -> Body:
-        """Server-side apply as the operator's field manager; force takes back fields others changed."""
+    async def list_objects(self, kind: Kind, namespaces: tuple[str, ...], label_selector: str) -> list[Body]:
+        """The objects of ``kind`` matching ``label_selector`` in ``namespaces`` (every namespace when
+        empty), each with its ``apiVersion`` and ``kind`` (which a LIST's items lack)."""
+        found = []
+        for path in kind_list_paths(kind, namespaces):
+            listing = await self.request("GET", path, query={"labelSelector": label_selector})
+            found += [
+                {"apiVersion": kind.api_version, "kind": kind.kind, **item}
+                for item in listing.get("items") or []
+            ]
+        return found
+
+    async def apply(self, manifest: Body, *, field_manager: str = FIELD_MANAGER) -> Body:
+        """Server-side apply as ``field_manager`` (the operator's own by default); force takes back
+        fields others changed."""
         meta = manifest["metadata"]
         path = kind_of(manifest).path(meta["namespace"], meta["name"])
-        query = {"fieldManager": FIELD_MANAGER, "force": "true"}
+        query = {"fieldManager": field_manager, "force": "true"}
+        try:
+            return await self.request(
+                "PATCH", path, query=query, body=manifest, content_type="application/apply-patch+yaml"
+            )
+        except KubeError as exc:
+            if exc.reason not in ("AlreadyExists", "Conflict"):
+                raise
+        # Another writer got there first (the pools of a shared router apply its objects at once):
+        # an apply that creates answers AlreadyExists, one that updates may answer Conflict ("the
+        # object has been modified"; with force there is no field conflict). Again: apply is
+        # idempotent, and the second one sees the other's write.
         return await self.request(
             "PATCH", path, query=query, body=manifest, content_type="application/apply-patch+yaml"
         )
@@ -138,10 +234,12 @@ class KubeClient:
         return [str(entry["groupVersion"]) for entry in answer.get("versions", [])]
 
 
-def _message(text: str) -> str:
-    """The ``message`` of a Kubernetes Status body, or the raw text."""
+def _status(text: str) -> tuple[str, str]:
+    """``reason`` and ``message`` of a Kubernetes Status body; else no reason and the raw text."""
     try:
         body = json.loads(text)
     except ValueError:
-        return text[:500]
-    return str(body.get("message", text[:500])) if isinstance(body, dict) else text[:500]
+        body = None
+    if not isinstance(body, dict):
+        return "", text[:500]
+    return str(body.get("reason") or ""), str(body.get("message") or text[:500])

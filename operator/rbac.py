@@ -2,8 +2,9 @@
 
 Least privilege: read pools and write only their status; create, patch and delete the children
 kinds it renders; read EndpointSlices and pools, because the router Roles it creates grant that
-(Kubernetes lets a subject grant only what it holds); post Events; read CRDs (kopf notices a
-LeaderWorkerSet CRD installed later) and namespaces (kopf resolves the watched ones).
+(Kubernetes lets a subject grant only what it holds); read HorizontalPodAutoscalers (the
+autoscaler's conflicts); post Events; read CRDs (kopf notices a LeaderWorkerSet CRD installed
+later) and namespaces (kopf resolves the watched ones).
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ def operator_rules() -> list[Manifest]:
         # OwnerReferencesPermissionEnforcement admission plugin is on.
         {"apiGroups": [GROUP], "resources": [f"{PLURAL}/finalizers"], "verbs": ["update"]},
         *children,
+        # The routers' EndpointSlices are also where the autoscaler finds the router pods to scrape.
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": READ},
+        # The autoscaler leaves a workload an HPA (or KEDA's) scales to it, and says so.
+        {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": READ},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": READ},
         # kopf observes namespaces to resolve the watched ones; without it, startup retries for a minute.

@@ -7,6 +7,7 @@ tests run it in a thread with a stop flag.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 from concurrent.futures import Future
@@ -15,6 +16,7 @@ from typing import Any
 import kopf
 from kopf._core.engines.peering import Identity
 
+from tandem.api.tracing import OPERATOR_SERVICE, tracer_provider
 from tandem.operator.controller import Controller
 from tandem.operator.decide import Planner
 from tandem.operator.handlers import build_registry, kopf_settings
@@ -32,14 +34,15 @@ async def run_operator(
     *,
     stop_flag: Flag = None,
     ready_flag: Flag = None,
-    controller: Controller | None = None,
 ) -> None:
     """Run until ``stop_flag`` is set (or a signal arrives, in the main thread)."""
-    controller = controller or Controller(settings, planner)
     api = await KubeClient.connect(settings.kubeconfig)
+    endpoint = settings.otlp_traces_endpoint
+    spans = None if endpoint is None else tracer_provider(OPERATOR_SERVICE, endpoint, os.environ)
+    controller = Controller(settings, planner, api, spans=spans)
     metrics = None
     try:
-        await controller.start(api)
+        await controller.start()
         if settings.metrics_port:
             metrics = await serve_metrics(controller.metrics, settings.bind_host, settings.metrics_port)
         liveness = (
@@ -48,7 +51,7 @@ async def run_operator(
             else None
         )
         await kopf.operator(
-            registry=build_registry(controller),
+            registry=build_registry(controller.cache, settings.kubeconfig, controller.observe_crd),
             settings=kopf_settings(),
             clusterwide=not settings.namespaces,
             namespaces=settings.namespaces,
@@ -65,6 +68,8 @@ async def run_operator(
             await metrics.cleanup()
         await controller.stop()
         await api.close()
+        if spans is not None:
+            spans.shutdown()  # flushes the spans still batched
         # aiohttp's advice for a graceful shutdown: TLS connections need a few loop turns to
         # close after their session is, or they are reported unclosed when the loop ends.
         await asyncio.sleep(SHUTDOWN_GRACE_SECONDS)

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tandem.api.tracing import TracingConfigError, traces_endpoint
+from tandem.operator.placement import GFD_PRODUCT_LABEL
+
 VLLM_VERSION = "v0.33.0"
 LMCACHE_VERSION = "0.5.6"
 TANDEM_VERSION = "0.1.0"
@@ -18,6 +21,7 @@ TANDEM_VERSION = "0.1.0"
 IMAGE_UID = 65532
 DEFAULT_TANDEM_IMAGE = f"ghcr.io/tandem-dev/tandem:{TANDEM_VERSION}"
 DEFAULT_VLLM_IMAGE = f"ghcr.io/tandem-dev/vllm-lmcache:{VLLM_VERSION}-lmcache{LMCACHE_VERSION}"
+DEFAULT_MAX_GPUS_PER_POOL = 256
 
 
 class SettingsError(ValueError):
@@ -53,6 +57,29 @@ class OperatorSettings(BaseModel):
     resync_seconds: float = Field(
         default=600, gt=0, description="Every pool is re-checked this often even without events."
     )
+    max_gpus_per_pool: int = Field(
+        default=DEFAULT_MAX_GPUS_PER_POOL,
+        ge=1,
+        description="The most GPUs one pool may take; a pool's spec.maxGpus may only lower it.",
+    )
+    retry_base_seconds: float = Field(
+        default=1, gt=0, description="Delay before retrying a failed reconcile; doubles per failure."
+    )
+    retry_max_seconds: float = Field(default=300, gt=0, description="The retry delay's cap.")
+    gpu_product_label: str = Field(
+        default=GFD_PRODUCT_LABEL,
+        pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$|^$",
+        description="Node label naming the GPU type, which engine pods select; empty: none.",
+    )
+    network_policy: bool = Field(
+        default=False,
+        description="Render each pool's NetworkPolicy: only its prefill pods and routers reach the "
+        "routers' notification port.",
+    )
+    otlp_traces_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP traces URL: a span per reconcile (OTEL_EXPORTER_OTLP_*, docs/tracing.md).",
+    )
 
 
 # Environment variable → settings field. Namespaces are comma-separated.
@@ -66,7 +93,14 @@ _ENV = {
     "TANDEM_OPERATOR_METRICS_PORT": ("metrics_port",),
     "TANDEM_OPERATOR_WORKERS": ("workers",),
     "TANDEM_OPERATOR_RESYNC_SECONDS": ("resync_seconds",),
+    "TANDEM_OPERATOR_MAX_GPUS_PER_POOL": ("max_gpus_per_pool",),
+    "TANDEM_OPERATOR_RETRY_BASE_SECONDS": ("retry_base_seconds",),
+    "TANDEM_OPERATOR_RETRY_MAX_SECONDS": ("retry_max_seconds",),
+    "TANDEM_GPU_PRODUCT_LABEL": ("gpu_product_label",),
+    "TANDEM_NETWORK_POLICY": ("network_policy",),
 }
+# Fields whose variable set to "" means "" (GPU selection off), not "unset".
+_EMPTY_IS_A_VALUE = frozenset({("gpu_product_label",)})
 
 
 def settings_from_env(env: Mapping[str, str], **overrides: object) -> OperatorSettings:
@@ -76,7 +110,7 @@ def settings_from_env(env: Mapping[str, str], **overrides: object) -> OperatorSe
     sources: dict[tuple[str, ...], str] = {}  # field path -> where its value came from
     for variable, path in _ENV.items():
         value = env.get(variable)
-        if not value:
+        if value is None or (not value and path not in _EMPTY_IS_A_VALUE):
             continue
         sources[path] = variable
         if path[0] == "images":
@@ -87,6 +121,10 @@ def settings_from_env(env: Mapping[str, str], **overrides: object) -> OperatorSe
             raw[path[0]] = value
     if images:
         raw["images"] = images
+    try:
+        raw["otlp_traces_endpoint"] = traces_endpoint(None, env)
+    except TracingConfigError as exc:
+        raise SettingsError(str(exc)) from exc
     for name, override in overrides.items():
         if override is not None:
             raw[name] = override

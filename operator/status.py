@@ -2,17 +2,28 @@
 
 Conditions: ``Planned`` (a feasible plan for a valid spec), ``Progressing`` (a rollout under way),
 ``Ready`` (every component has its desired replicas ready on the current spec) and ``Degraded``
-(serving, but some component below its desired replicas). A problem (invalid spec, infeasible plan,
-missing cluster capability, failed apply) turns ``Ready`` False with its reason and message.
+(Ready on the current spec before, now serving with some component below its desired replicas; a
+rollout that has not yet been Ready is progressing, not degraded, even while it already serves). A
+problem (invalid spec, infeasible plan, missing cluster capability, failed apply) turns ``Ready``
+False with its reason and message. Conditions reported from elsewhere (``GatewayAccepted``, from
+``gateway_api``; ``Autoscaling``, from the autoscaler) follow, with the same transition times.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tandem.api import Condition, ConditionType, InferencePoolStatus, PlanStatus, RoleStatus, RouterStatus
+from tandem.api import (
+    AutoscalingStatus,
+    Condition,
+    ConditionType,
+    InferencePoolStatus,
+    PlanStatus,
+    RoleStatus,
+    RouterStatus,
+)
 
 COMPONENTS = ("prefill", "decode", "router")
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -52,6 +63,17 @@ class Problem:
     planned: bool = False
 
 
+@dataclass(frozen=True)
+class Reported:
+    """A condition shown as it is reported, besides the pool's own four (``GatewayAccepted``,
+    ``Autoscaling``)."""
+
+    type: ConditionType
+    status: ConditionStatus
+    reason: str
+    message: str
+
+
 def plan_summary(plan: PlanStatus) -> str:
     roles = []
     for name, role in (("prefill", plan.prefill), ("decode", plan.decode)):
@@ -87,6 +109,12 @@ def _condition(
     )
 
 
+def _not_degraded(below: bool, serving: bool) -> str:
+    if not below:
+        return "AllReplicasReady"
+    return "RollingOut" if serving else "NotServing"
+
+
 def pool_status(
     *,
     generation: int,
@@ -96,9 +124,13 @@ def pool_status(
     problem: Problem | None,
     endpoint: str | None,
     previous: InferencePoolStatus | None,
+    shared_router: str | None = None,
     now: str,
+    reported: Sequence[Reported] = (),
+    autoscaling: AutoscalingStatus | None = None,
 ) -> InferencePoolStatus:
-    """The status to write. ``desired``: replicas per component when the spec is deployable."""
+    """The status to write. ``desired``: replicas per component when the spec is deployable;
+    ``shared_router``: the router the pool shares (``spec.router.shared``), if any."""
     wanted = dict(desired) if desired is not None else {c: s.desired for c, s in observed.items()}
     ready = {c: observed[c].ready if c in observed else 0 for c in wanted}
     settled = all(
@@ -108,8 +140,17 @@ def pool_status(
     counts = ", ".join(f"{c} {ready[c]}/{wanted[c]}" for c in COMPONENTS if c in wanted) + " ready"
     serving = ready.get("router", 0) > 0 and ready.get("decode", 0) > 0
     below = any(ready[c] < wanted[c] for c in wanted)
+    # Below what was asked before, too: a component whose desired count just rose (the
+    # autoscaler's scale-up, on the same generation) is rolling out, not losing replicas.
+    asked = {c: getattr(previous, c).replicas for c in COMPONENTS if previous and getattr(previous, c)}
+    short = any(ready[c] < min(wanted[c], asked.get(c, wanted[c])) for c in wanted)
 
     before = {c.type: c for c in previous.conditions} if previous else {}
+    # Ready (or already Degraded) on this generation: losing replicas now degrades it.
+    was_ready = any(
+        (c := before.get(kind)) is not None and c.status == "True" and c.observed_generation == generation
+        for kind in (ConditionType.READY, ConditionType.DEGRADED)
+    )
 
     def condition(kind: ConditionType, status: ConditionStatus, reason: str, message: str) -> Condition:
         return _condition(kind, status, reason, message, generation, before, now)
@@ -137,11 +178,11 @@ def pool_status(
             if settled
             else condition(ConditionType.READY, "False", "ReplicasNotReady", counts),
             condition(ConditionType.DEGRADED, "True", "ReplicasUnavailable", counts)
-            if serving and below
-            else condition(
-                ConditionType.DEGRADED, "False", "AllReplicasReady" if not below else "NotServing", counts
-            ),
+            if serving and short and was_ready
+            else condition(ConditionType.DEGRADED, "False", _not_degraded(below, serving), counts),
         ]
+
+    conditions += [condition(r.type, r.status, r.reason, r.message) for r in reported]
 
     def role(component: str) -> RoleStatus | None:
         if component not in wanted:
@@ -159,5 +200,8 @@ def pool_status(
         plan=plan if plan is not None else (previous.plan if previous else None),
         prefill=role("prefill"),
         decode=role("decode"),
-        router=RouterStatus(**router.model_dump(), endpoint=endpoint) if router is not None else None,
+        router=RouterStatus(**router.model_dump(), endpoint=endpoint, shared=shared_router)
+        if router is not None
+        else None,
+        autoscaling=autoscaling,
     )

@@ -18,14 +18,15 @@ from tandem.planner.gpu import GpuSpec
 from tandem.planner.hf_config import shape_from_hf_config
 from tandem.planner.model import ModelShape, shape_from_architecture
 from tandem.planner.plan import DeploymentPlan, Plan, RolePlan
-from tandem.planner.planner import plan, plan_pool, resolve_model
-from tandem.planner.request import PlanRequest, RolePins
+from tandem.planner.planner import plan, plan_pool, pool_model, resolve_model
+from tandem.planner.request import GpuBudget, PlanRequest, RolePins
 
 __all__ = [
     "Calibration",
     "CalibrationError",
     "Catalog",
     "DeploymentPlan",
+    "GpuBudget",
     "GpuSpec",
     "ModelConfigError",
     "ModelShape",
@@ -40,6 +41,7 @@ __all__ = [
     "load_catalog",
     "plan",
     "plan_pool",
+    "pool_model",
     "resolve_model",
     "shape_from_architecture",
     "shape_from_hf_config",

@@ -9,9 +9,10 @@ class in `calibration/defaults.yaml`, which also documents the formulas these pa
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -20,6 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tandem.planner.catalog import read_data_yaml
 from tandem.planner.errors import CalibrationError
 from tandem.planner.gpu import GpuSpec
+
+# vLLM 0.33's default --gpu-memory-utilization (vllm/config/cache.py, CacheConfig.gpu_memory_utilization).
+VLLM_GPU_MEMORY_UTILIZATION = 0.92
 
 
 class Calibration(BaseModel):
@@ -32,8 +36,16 @@ class Calibration(BaseModel):
     t_half_tokens: float = Field(ge=0, description="Batch tokens at which prefill MFU is half of mfu_max.")
     attn_eff: float = Field(gt=0, le=1, description="Prefill attention FLOP efficiency.")
     prefill_overhead_ms: float = Field(ge=0, description="Fixed time per prefill batch.")
-    mbu_max: float = Field(gt=0, le=1, description="Decode memory-bandwidth utilisation at batch 1.")
-    mbu_batch_half: float = Field(gt=0, description="Decode batch at which MBU is half of mbu_max.")
+    mbu_max: float = Field(gt=0, le=1, description="Decode weight-read bandwidth utilisation at batch 1.")
+    mbu_batch_half: float = Field(
+        gt=0, description="Decode batch at which that utilisation is half of mbu_max."
+    )
+    kv_read_eff: float = Field(
+        gt=0, le=1, description="Decode attention's share of HBM bandwidth reading the KV cache."
+    )
+    kv_stream_eff: float = Field(
+        gt=0, le=1, description="The share one sequence's KV stream of one KV head reaches."
+    )
     mfu_decode: float = Field(gt=0, le=1, description="Decode FLOP efficiency when compute-bound.")
     step_overhead_ms: float = Field(ge=0, description="Fixed time per decode step.")
     layer_overhead_us: float = Field(
@@ -45,8 +57,34 @@ class Calibration(BaseModel):
         gt=0, le=1, description="Fraction of network bandwidth a KV handoff reaches."
     )
     kv_transfer_latency_ms: float = Field(ge=0, description="Fixed time of one KV handoff.")
-    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="vLLM's memory fraction.")
+    host_link_eff: float = Field(
+        gt=0, le=1, description="Fraction of the host link a pinned host-to-GPU copy reaches."
+    )
+    gpu_memory_utilization: float = Field(
+        default=VLLM_GPU_MEMORY_UTILIZATION,
+        gt=0,
+        le=1,
+        description="vLLM's memory fraction, rendered as the engines' --gpu-memory-utilization.",
+    )
     runtime_reserve_gib: float = Field(ge=0, description="Memory outside weights, activations and KV.")
+    expert_mbu: float = Field(
+        gt=0, le=1, description="Share of HBM bandwidth the grouped expert GEMMs reach on their weights."
+    )
+    expert_mfu: float = Field(gt=0, le=1, description="FLOP efficiency of the grouped expert GEMMs.")
+    permute_eff: float = Field(
+        gt=0, le=1, description="Share of HBM bandwidth moving tokens in and out of expert order."
+    )
+    moe_layer_overhead_us: float = Field(ge=0, description="Fixed time per MoE layer and pass.")
+    expert_skew: float = Field(
+        ge=1, description="Busiest GPU's expert load over the mean beyond random routing (EP)."
+    )
+    a2a_latency_us: float = Field(ge=0, description="Latency of one MoE dispatch or combine.")
+    a2a_link_eff: float = Field(
+        gt=0, le=1, description="Fraction of the intra-node link a dispatch or combine reaches."
+    )
+    a2a_network_eff: float = Field(
+        gt=0, le=1, description="Fraction of the node network a dispatch or combine reaches."
+    )
 
 
 @cache
@@ -56,8 +94,16 @@ def class_defaults() -> Mapping[str, Mapping[str, Any]]:
     return classes
 
 
+@cache
 def default_calibration_dir() -> Path:
     return Path(str(resources.files("tandem.planner").joinpath("data", "calibration")))
+
+
+@lru_cache(maxsize=64)
+def _parsed(text: str) -> Any:
+    """A calibration file's YAML (every plan reads the files of its GPUs; a changed file parses anew)."""
+    loaded = yaml.safe_load(text)
+    return MappingProxyType(loaded) if isinstance(loaded, dict) else loaded
 
 
 def load_calibration(gpu: GpuSpec, directory: Path | None = None) -> Calibration:
@@ -72,7 +118,7 @@ def load_calibration(gpu: GpuSpec, directory: Path | None = None) -> Calibration
     path = (directory or default_calibration_dir()) / f"{gpu.name}.yaml"
     if path.is_file():
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = _parsed(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise CalibrationError(f"{path}: not valid YAML: {exc}") from exc
         if not isinstance(loaded, Mapping):

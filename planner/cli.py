@@ -1,7 +1,11 @@
 """`tandem plan`: size a pool from the command line and print the plan (a table, or JSON).
 
+The request flags are planned here; `tandem plan -f pool.yaml` is composed in `tandem.cli.plan`,
+which runs the operator's own decision on the manifest (this package may not import the operator)
+and prints the plan through `render`.
+
 Exit status: 0 for a feasible plan, 1 for an infeasible one (printed with its reason), 2 when the
-request itself is wrong (unknown model or GPU, bad numbers).
+request itself is wrong (unknown model or GPU, bad numbers, a file that is not an InferencePool).
 """
 
 from __future__ import annotations
@@ -10,10 +14,21 @@ import argparse
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
-from tandem.api import DisaggregationMode, KvConnector, SloSpec, TokenStats, WorkloadSpec
+from tandem.api import (
+    API_VERSION,
+    KIND,
+    DisaggregationMode,
+    KvConnector,
+    SloSpec,
+    TokenStats,
+    WorkloadSpec,
+)
+from tandem.api.lengths import p90_problem
 from tandem.api.spec import Dtype
 from tandem.planner.errors import PlannerError
 from tandem.planner.hf_config import load_hf_config
@@ -51,49 +66,83 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="size prefill and decode pools for a model, GPUs, targets and a workload",
         description="Size a pool analytically (no GPU needed) and explain the choice.",
     )
-    parser.add_argument("--model", required=True, help="Hugging Face id or catalog name")
-    parser.add_argument(
+    request = parser.add_argument_group("request (instead of -f)")
+    request.add_argument("--model", help="Hugging Face id or catalog name")
+    request.add_argument(
         "--model-config", type=Path, help="config.json (file or folder) for a model not in the catalog"
     )
-    parser.add_argument("--dtype", choices=[d.value for d in Dtype], default=Dtype.AUTO.value)
-    parser.add_argument("--kv-cache-dtype", choices=["auto", "fp8"], default="auto")
-    parser.add_argument(
+    request.add_argument("--dtype", choices=[d.value for d in Dtype], default=Dtype.AUTO.value)
+    request.add_argument("--kv-cache-dtype", choices=["auto", "fp8"], default="auto")
+    request.add_argument(
         "--gpu", type=_gpus, help="GPU type(s) for both roles, comma-separated (the cheapest fit wins)"
     )
-    parser.add_argument("--prefill-gpu", type=_gpus, help="GPU type(s) for prefill (default: --gpu)")
-    parser.add_argument(
+    request.add_argument("--prefill-gpu", type=_gpus, help="GPU type(s) for prefill (default: --gpu)")
+    request.add_argument(
         "--decode-gpu", type=_gpus, help="GPU type(s) for decode and aggregated (default: --gpu)"
     )
-    parser.add_argument("--gpus-per-node", type=_positive(int), default=8)
-    parser.add_argument("--ttft-ms", type=_positive(float), default=_SLO.ttft_ms)
-    parser.add_argument("--itl-ms", type=_positive(float), default=_SLO.itl_ms)
-    parser.add_argument("--percentile", type=_positive(float), default=_SLO.percentile)
-    parser.add_argument("--rps", type=_positive(float), default=_WORKLOAD.requests_per_second)
-    parser.add_argument(
+    request.add_argument("--gpus-per-node", type=_positive(int), default=8)
+    request.add_argument("--ttft-ms", type=_positive(float), default=_SLO.ttft_ms)
+    request.add_argument("--itl-ms", type=_positive(float), default=_SLO.itl_ms)
+    request.add_argument("--percentile", type=_positive(float), default=_SLO.percentile)
+    request.add_argument("--rps", type=_positive(float), default=_WORKLOAD.requests_per_second)
+    request.add_argument(
         "--prompt-tokens", type=_positive(int), default=_WORKLOAD.prompt_tokens.mean, help="mean"
     )
-    parser.add_argument("--prompt-tokens-p90", type=_positive(int))
-    parser.add_argument(
+    request.add_argument("--prompt-tokens-p90", type=_positive(int))
+    request.add_argument(
         "--output-tokens", type=_positive(int), default=_WORKLOAD.output_tokens.mean, help="mean"
     )
-    parser.add_argument("--output-tokens-p90", type=_positive(int))
-    parser.add_argument("--prefix-reuse", type=float, default=0.0, help="share of prompt tokens cached (0-1)")
-    parser.add_argument(
+    request.add_argument("--output-tokens-p90", type=_positive(int))
+    request.add_argument(
+        "--prefix-reuse", type=float, default=0.0, help="share of prompt tokens cached (0-1)"
+    )
+    request.add_argument(
         "--mode", choices=[m.value for m in DisaggregationMode], default=DisaggregationMode.AUTO.value
     )
-    parser.add_argument(
+    request.add_argument(
         "--connector",
         choices=[c.value for c in KvConnector],
         default=KvConnector.LMCACHE.value,
-        help="KV connector; lmcache needs the same TP on prefill and decode",
+        help="KV connector; lmcache needs the same TP on prefill and decode, and PP=1",
     )
-    parser.add_argument("--kv-link-gbps", type=_positive(float), help="prefill->decode link per GPU, Gbit/s")
-    parser.add_argument("--calibration-dir", type=Path, help="folder of fitted <GPU>.yaml calibrations")
+    request.add_argument("--kv-link-gbps", type=_positive(float), help="prefill->decode link per GPU, Gbit/s")
+    request.add_argument("--calibration-dir", type=Path, help="folder of fitted <GPU>.yaml calibrations")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
-    parser.set_defaults(run=_run)
+    flags = [(action.dest, action.default, action.option_strings[0]) for action in request._group_actions]
+    parser.set_defaults(run=run_request, request_flags=flags)
+
+
+def read_pool_manifest(args: argparse.Namespace) -> dict[str, Any]:
+    """The InferencePool object in ``args.filename`` ('-': stdin), with no request flags beside it."""
+    given = [flag for dest, default, flag in args.request_flags if getattr(args, dest) != default]
+    if given:
+        raise PlannerError(f"-f plans the file as the operator does; drop {', '.join(given)}")
+    name = str(args.filename)
+    try:
+        text = sys.stdin.read() if name == "-" else args.filename.read_text()
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except (OSError, yaml.YAMLError) as exc:
+        raise PlannerError(f"{name}: {exc}") from exc
+    pools = [d for d in documents if isinstance(d, dict) and d.get("kind") == KIND]
+    if len(pools) != 1 or pools[0].get("apiVersion") != API_VERSION:
+        raise PlannerError(f"{name}: expected one {KIND} ({API_VERSION}), found {len(pools)}")
+    pool: dict[str, Any] = pools[0]
+    if not isinstance(pool.get("metadata"), dict) or not pool["metadata"].get("name"):
+        raise PlannerError(f"{name}: the {KIND} has no metadata.name")
+    return pool
+
+
+def _token_stats(mean: int, p90: int | None, flag: str) -> TokenStats:
+    """The lengths two flags give, or why no log-normal has them, naming the flags."""
+    problem = None if p90 is None else p90_problem(mean, p90)
+    if problem is not None:
+        raise PlannerError(f"{flag} {mean} and {flag}-p90 {p90}: {problem}")
+    return TokenStats(mean=mean, p90=p90)
 
 
 def _request(args: argparse.Namespace) -> PlanRequest:
+    if not args.model:
+        raise PlannerError("give --model (or -f with an InferencePool manifest)")
     prefill = args.prefill_gpu or args.gpu
     decode = args.decode_gpu or args.gpu
     if not prefill or not decode:
@@ -109,18 +158,25 @@ def _request(args: argparse.Namespace) -> PlanRequest:
         slo=SloSpec(ttft_ms=args.ttft_ms, itl_ms=args.itl_ms, percentile=args.percentile),
         workload=WorkloadSpec(
             requests_per_second=args.rps,
-            prompt_tokens=TokenStats(mean=args.prompt_tokens, p90=args.prompt_tokens_p90),
-            output_tokens=TokenStats(mean=args.output_tokens, p90=args.output_tokens_p90),
+            prompt_tokens=_token_stats(args.prompt_tokens, args.prompt_tokens_p90, "--prompt-tokens"),
+            output_tokens=_token_stats(args.output_tokens, args.output_tokens_p90, "--output-tokens"),
             prefix_reuse_fraction=args.prefix_reuse,
         ),
         mode=DisaggregationMode(args.mode),
         kv_link_gbps=args.kv_link_gbps,
-        same_tensor_parallel=args.connector == KvConnector.LMCACHE.value,
+        connector=KvConnector(args.connector),
         calibration_dir=args.calibration_dir,
     )
 
 
-def _run(args: argparse.Namespace) -> int:
+def print_plan(result: Plan, as_json: bool) -> int:
+    """Print the plan; the exit status it calls for."""
+    sys.stdout.write(result.model_dump_json(indent=2) + "\n" if as_json else render(result))
+    return 0 if result.feasible else 1
+
+
+def run_request(args: argparse.Namespace) -> int:
+    """Plan the request the flags describe."""
     try:
         result = plan(_request(args))
     except PlannerError as exc:
@@ -132,8 +188,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         print(f"tandem plan: invalid request: {problems}", file=sys.stderr)
         return 2
-    sys.stdout.write(result.model_dump_json(indent=2) + "\n" if args.json else render(result))
-    return 0 if result.feasible else 1
+    return print_plan(result, args.json)
 
 
 def _ms(value: float | None, digits: int = 0) -> str:

@@ -1,8 +1,10 @@
 """The cost model: memory fit and the time of prefill, decode and KV handoff, as pure functions.
 
-Every time is in milliseconds for one replica of `tp` x `pp` GPUs. A replica with pipeline
-parallelism is timed as a request sees it (all stages in turn); it keeps `pp` micro-batches in
-flight, which the sizing accounts for. The formulas and the meaning of every calibration parameter
+Every time is in milliseconds for one replica of `tp` x `pp` GPUs, or, with data-parallel attention
+(`dp` > 1), for one of its `dp` ranks of `tp` GPUs while every rank runs a batch alike (their MoE
+layers span all dp x tp GPUs: tandem.planner.moe). A replica with pipeline parallelism is timed as
+a request sees it (all stages in turn); it keeps `pp` micro-batches in flight, which the sizing
+accounts for. The formulas and the meaning of every calibration parameter
 are in planner/data/calibration/defaults.yaml; docs/planner.md derives them.
 
 These functions are public so that a calibration fit can call them with trial parameters.
@@ -15,7 +17,9 @@ from collections.abc import Sequence
 
 from tandem.planner.calibration import Calibration
 from tandem.planner.gpu import GIB, GpuSpec
+from tandem.planner.kv_cache import kv_bytes_per_token_per_gpu, kv_heads_per_gpu
 from tandem.planner.model import ACTIVATION_BYTES, DTYPE_BYTES, ModelShape
+from tandem.planner.moe import ALL2ALL_BACKENDS, ExpertCost, expert_bytes, routed_active_params
 
 # vLLM V1 defaults for an OpenAI server: the chunked-prefill token budget and the number of
 # sequences a step may hold; both set the activation memory that vLLM profiles at start-up.
@@ -29,22 +33,11 @@ def uses_fp8_compute(model: ModelShape, gpu: GpuSpec) -> bool:
     return model.weight_dtype == "fp8" and gpu.fp8_tflops is not None
 
 
-def weight_bytes_per_gpu(model: ModelShape, tp: int, pp: int) -> float:
-    """Weights each GPU holds: TP shards every matrix, PP splits the layers."""
-    return model.weight_bytes() / (tp * pp)
-
-
-def kv_heads_per_gpu(model: ModelShape, tp: int) -> float:
-    """KV heads each GPU keeps: a share of them, or one replica when TP exceeds their number."""
-    return max(model.num_kv_heads / tp, 1.0)
-
-
-def kv_bytes_per_token_per_gpu(model: ModelShape, tp: int, pp: int) -> float:
-    """KV cache bytes one token takes on one GPU. MLA's latent is replicated, not split, by TP."""
-    per_token = model.kv_bytes_per_token() / pp
-    if model.is_mla:
-        return per_token
-    return per_token * kv_heads_per_gpu(model, tp) / model.num_kv_heads
+def weight_bytes_per_gpu(model: ModelShape, tp: int, pp: int, dp: int = 1) -> float:
+    """Weights each GPU holds: TP shards every matrix, PP splits the layers; DP ranks replicate all
+    but the routed experts, which spread over all dp x tp GPUs."""
+    experts = expert_bytes(model)
+    return ((model.weight_bytes() - experts) / tp + experts / (tp * dp)) / pp
 
 
 def activation_bytes(model: ModelShape, tp: int, max_num_batched_tokens: int, max_num_seqs: int) -> float:
@@ -71,13 +64,17 @@ def kv_capacity_tokens(
     calibration: Calibration,
     max_num_batched_tokens: int = DEFAULT_MAX_BATCHED_TOKENS,
     max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
+    *,
+    dp: int = 1,
+    buffer_gib: float = 0.0,
 ) -> int:
-    """Tokens of KV cache a replica holds; 0 when the weights and activations leave no room."""
+    """Tokens of KV cache a replica (with DP: each DP rank) holds; 0 when the weights and
+    activations leave no room. `buffer_gib`: the all-to-all backend's buffers per GPU."""
     budget = gpu.memory_bytes * calibration.gpu_memory_utilization
     used = (
-        weight_bytes_per_gpu(model, tp, pp)
+        weight_bytes_per_gpu(model, tp, pp, dp)
         + activation_bytes(model, tp, max_num_batched_tokens, max_num_seqs)
-        + calibration.runtime_reserve_gib * GIB
+        + (calibration.runtime_reserve_gib + buffer_gib) * GIB
     )
     free = budget - used
     return max(0, math.floor(free / kv_bytes_per_token_per_gpu(model, tp, pp)))
@@ -102,8 +99,9 @@ def attention_dim(model: ModelShape) -> float:
 
 
 def linear_flops_per_token(model: ModelShape, tp: int) -> float:
-    """FLOPs of the linear layers per token on one tensor-parallel shard (all stages)."""
-    return 2 * model.active_params / tp
+    """FLOPs of the linear layers per token on one tensor-parallel shard (all stages), the routed
+    experts left to tandem.planner.moe."""
+    return 2 * (model.active_params - routed_active_params(model)) / tp
 
 
 def prefill_mfu(total_tokens: float, calibration: Calibration) -> float:
@@ -111,38 +109,31 @@ def prefill_mfu(total_tokens: float, calibration: Calibration) -> float:
     return calibration.mfu_max * total_tokens / (total_tokens + calibration.t_half_tokens)
 
 
-def decode_mbu(batch: float, calibration: Calibration) -> float:
-    """mbu(B) = mbu_max / (1 + B / mbu_batch_half)."""
-    return calibration.mbu_max / (1 + batch / calibration.mbu_batch_half)
-
-
-def weights_read_bytes(model: ModelShape, tokens: float) -> float:
-    """Weight bytes one forward pass over `tokens` tokens streams from memory (whole model).
-
-    The embedding table is only gathered from; of the routed experts only those some token picks
-    are read: each of E experts is missed by one token with probability 1 - k/E.
-    """
-    dense, experts, miss = _weight_reads(model)
-    if experts == 0:
-        return dense
-    missed: float = miss ** max(tokens, 1.0)
-    return dense + experts * (1 - missed)
-
-
-def _weight_reads(model: ModelShape) -> tuple[float, float, float]:
-    """(bytes always read, bytes of routed experts, chance one token misses a given expert)."""
-    dense_bytes = DTYPE_BYTES[model.weight_dtype]
-    expert_bytes = DTYPE_BYTES[model.expert_weight_dtype or model.weight_dtype]
+def _dense_read_bytes(model: ModelShape) -> float:
+    """Bytes of the weights every pass streams whole: all but the embedding table (only gathered
+    from) and the routed experts (tandem.planner.moe reads those a batch picks)."""
     routed = model.routed_expert_params
-    dense = (model.total_params - routed - model.embedding_params) * dense_bytes
-    return dense, routed * expert_bytes, 1 - model.experts_per_token / model.num_experts
+    return (model.total_params - routed - model.embedding_params) * DTYPE_BYTES[model.weight_dtype]
 
 
 class ReplicaCost:
-    """The time model of one replica (model, GPU, TP, PP, calibration), its constants worked out
-    once. The public functions below build one per call; the sizing keeps one per layout."""
+    """The time model of one replica (model, GPU, TP, PP, calibration; DP ranks, expert
+    parallelism and the all-to-all backend for MoE models), its constants worked out once. The
+    public functions below build one per call; the sizing keeps one per layout."""
 
-    def __init__(self, model: ModelShape, gpu: GpuSpec, tp: int, pp: int, calibration: Calibration) -> None:
+    def __init__(
+        self,
+        model: ModelShape,
+        gpu: GpuSpec,
+        tp: int,
+        pp: int,
+        calibration: Calibration,
+        *,
+        dp: int = 1,
+        ep: bool = False,
+        all2all: str | None = None,
+        gpus_per_node: int = 8,
+    ) -> None:
         cal = self.calibration = calibration
         self.peak = gpu.peak_flops_per_ms(uses_fp8_compute(model, gpu))
         self.bf16 = gpu.bf16_flops_per_ms
@@ -150,9 +141,36 @@ class ReplicaCost:
         self.flops_per_token = linear_flops_per_token(model, tp)
         # FLOPs of one query-key pair over all layers on one shard (QK^T and PV).
         self.flops_per_pair = 4 * model.num_attention_heads / tp * attention_dim(model) * model.num_layers
-        self.kv_read_per_token = kv_bytes_per_token_per_gpu(model, tp, 1)
-        dense, experts, self.expert_miss = _weight_reads(model)
-        self.dense_read, self.expert_read = dense / tp, experts / tp
+        # Prefill attention per query-key pair (compute-bound).
+        self.pair_ms = self.flops_per_pair / (self.bf16 * cal.attn_eff)
+        # Decode attention streams every sequence's KV cache once, at its own share of HBM
+        # bandwidth: a split-KV decode kernel keeps it whatever the batch. One (sequence, KV head)
+        # stream goes no faster than kv_stream_eff of it, which bounds a step of few streams.
+        kv_per_token = kv_bytes_per_token_per_gpu(model, tp, 1)
+        self.kv_read_ms_per_token = kv_per_token / (self.hbm * cal.kv_read_eff)
+        stream_per_token = kv_per_token / kv_heads_per_gpu(model, tp)  # MLA: one latent "head"
+        self.kv_stream_ms_per_token = stream_per_token / (self.hbm * cal.kv_stream_eff)
+        self.dense_read = _dense_read_bytes(model) / tp
+        self.experts = (
+            ExpertCost(
+                model,
+                gpu,
+                cal,
+                tp=tp,
+                dp=dp,
+                ep=ep,
+                backend=ALL2ALL_BACKENDS[all2all] if all2all else None,
+                gpus_per_node=gpus_per_node,
+            )
+            if model.is_moe
+            else None
+        )
+        # Per decode step: ms per weight byte at batch 1 (mbu(B) scales it), per decoded and per
+        # chunk token of the linear layers when compute-bound, per (sequence, key) of attention.
+        self.weight_ms_per_byte = 1 / (self.hbm * cal.mbu_max)
+        self.decode_token_ms = self.flops_per_token / (self.peak * cal.mfu_decode)
+        self.chunk_token_ms = self.flops_per_token / (self.peak * cal.mfu_max)
+        self.decode_pair_ms = self.flops_per_pair / (self.bf16 * cal.mfu_decode)
         # Two all-reduces per layer (after attention and after the MLP) of the tokens' hidden
         # states; pipeline stages pass them on over the node network.
         hidden_bytes = model.hidden_size * ACTIVATION_BYTES
@@ -171,6 +189,10 @@ class ReplicaCost:
     def communication_ms(self, tokens: float) -> float:
         return self.fixed_ms + self.per_token_ms * tokens
 
+    def experts_ms(self, tokens: float) -> float:
+        """The routed experts of a pass over `tokens` tokens (per DP rank); 0 for a dense model."""
+        return self.experts.pass_ms(tokens) if self.experts else 0.0
+
     def prefill_ms(self, lengths: Sequence[int]) -> float:
         tokens = float(sum(lengths))
         if tokens <= 0:
@@ -179,33 +201,47 @@ class ReplicaCost:
         pairs = sum(length * length for length in lengths) / 2
         return (
             self.flops_per_token * tokens / (self.peak * prefill_mfu(tokens, cal))
-            + self.flops_per_pair * pairs / (self.bf16 * cal.attn_eff)
+            + self.pair_ms * pairs
             + self.communication_ms(tokens)
+            + self.experts_ms(tokens)
             + self.layers_ms
             + cal.prefill_overhead_ms
         )
 
     def step_ms(self, batch: float, context: float, chunk: float = 0.0, span: float | None = None) -> float:
+        """Two kernels in turn, each bound by its memory traffic or its FLOPs: the linear layers
+        (the weights at mbu(B)) and attention (the batch's KV cache at kv_read_eff, a single KV
+        stream at kv_stream_eff); then the routed experts (tandem.planner.moe)."""
+        return self.steps_ms(batch, context, chunk, (span,))[0]
+
+    def steps_ms(
+        self, batch: float, context: float, chunk: float, spans: Sequence[float | None]
+    ) -> list[float]:
+        """`step_ms` at each of `spans` (the keys a chunk token attends to), the terms the span
+        leaves alone worked out once: the timing of a prompt's chunks at one batch and chunk size."""
         cal = self.calibration
         weights = self.dense_read
-        if self.expert_read:
-            missed: float = self.expert_miss ** max(batch + chunk, 1.0)
-            weights += self.expert_read * (1 - missed)
-        memory = (weights + batch * context * self.kv_read_per_token) / (self.hbm * decode_mbu(batch, cal))
-        compute = self.flops_per_token * batch / (self.peak * cal.mfu_decode)
-        compute += self.flops_per_pair * batch * context / (self.bf16 * cal.mfu_decode)
-        if chunk > 0:
-            # The chunk's rows join GEMMs whose weights the decode batch streams anyway: no
-            # small-batch penalty (t_half) on top, only their FLOPs at the large-batch efficiency.
-            compute += self.flops_per_token * chunk / (self.peak * cal.mfu_max)
-            compute += (
-                self.flops_per_pair
-                * chunk
-                * (chunk / 2 if span is None else span)
-                / (self.bf16 * cal.attn_eff)
-            )
-        fixed = self.communication_ms(batch + chunk) + self.layers_ms + cal.step_overhead_ms
-        return max(memory, compute) + fixed
+        # A chunk's rows join GEMMs whose weights the decode batch streams anyway: no small-batch
+        # penalty (t_half) on top, only their FLOPs at the large-batch efficiency. The weights take
+        # weights / (hbm * mbu(B)), mbu(B) = mbu_max / (1 + B / mbu_batch_half): their share of
+        # bandwidth falls as the batch's GEMMs grow from matrix-vector towards compute-bound.
+        linear = max(
+            weights * self.weight_ms_per_byte * (1 + batch / cal.mbu_batch_half),
+            batch * self.decode_token_ms + chunk * self.chunk_token_ms,
+        )
+        decode_flops_ms = batch * context * self.decode_pair_ms
+        kv_read_ms = batch * context * self.kv_read_ms_per_token
+        kv_stream_ms = min(batch, 1.0) * context * self.kv_stream_ms_per_token
+        communication = self.communication_ms(batch + chunk)
+        experts = self.experts_ms(batch + chunk)
+        steps = []
+        for span in spans:
+            attention_flops_ms = decode_flops_ms
+            if chunk > 0:
+                attention_flops_ms += self.pair_ms * chunk * (chunk / 2 if span is None else span)
+            attention = max(kv_read_ms, kv_stream_ms, attention_flops_ms)
+            steps.append(linear + attention + communication + experts + self.layers_ms + cal.step_overhead_ms)
+        return steps
 
 
 def prefill_time_ms(
@@ -248,12 +284,6 @@ def decode_step_ms(
     which is the inter-token latency its sequences see.
     """
     return ReplicaCost(model, gpu, tp, pp, calibration).step_ms(batch, context)
-
-
-def kv_transfer_streams(model: ModelShape, prefill_tp: int, decode_tp: int) -> int:
-    """Parallel prefill->decode KV streams: one per TP rank pair for GQA; MLA's latent, replicated on
-    every rank, moves once."""
-    return 1 if model.is_mla else min(prefill_tp, decode_tp)
 
 
 def kv_transfer_ms_per_token(

@@ -25,6 +25,9 @@ class GpuSpec(BaseModel):
 
     name: str
     aliases: tuple[str, ...] = ()
+    device_name: str = Field(
+        min_length=1, description="The name NVML reports (nvidia-smi's name); node labels derive from it."
+    )
     calibration_class: str
     memory_gib: float = Field(gt=0, description="Total memory the CUDA runtime reports, GiB.")
     hbm_bandwidth_gbps: float = Field(gt=0, description="Device memory bandwidth, GB/s.")
@@ -32,6 +35,8 @@ class GpuSpec(BaseModel):
     fp8_tflops: float | None = Field(default=None, gt=0, description="Dense FP8 TFLOP/s; None: no FP8 cores.")
     interconnect: Interconnect
     network_gbps: float = Field(gt=0, description="Node network per GPU, Gbit/s.")
+    host_link_gbps: float = Field(gt=0, description="Host memory to GPU (PCIe) per direction, GB/s.")
+    local_disk_gbps: float = Field(gt=0, description="Local NVMe read per GPU, GB/s (an estimate).")
     price_per_hour_usd: float = Field(ge=0, description="Indicative list price per GPU-hour.")
     sources: dict[str, str] = Field(default_factory=dict)
 
@@ -46,6 +51,14 @@ class GpuSpec(BaseModel):
     @property
     def link_bytes_per_ms(self) -> float:
         return self.interconnect.link_bandwidth_gbps * 1e6
+
+    @property
+    def host_link_bytes_per_ms(self) -> float:
+        return self.host_link_gbps * 1e6
+
+    @property
+    def local_disk_bytes_per_ms(self) -> float:
+        return self.local_disk_gbps * 1e6
 
     @property
     def network_bytes_per_ms(self) -> float:

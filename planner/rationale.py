@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from tandem.api import DisaggregationMode
+from tandem.api import DisaggregationMode, SloSpec
 from tandem.planner.model import ModelShape
-from tandem.planner.plan import Deployment, DeploymentPlan, RolePlan
+from tandem.planner.plan import Deployment, DeploymentPlan, Margin, RolePlan
 from tandem.planner.request import PlanRequest
 
 
 def _layout(role: RolePlan) -> str:
     pp = f" PP={role.pipeline_parallel}" if role.pipeline_parallel > 1 else ""
-    return f"{role.replicas} x {role.gpu_type} TP={role.tensor_parallel}{pp}"
+    dp = f" DP={role.data_parallel}" if role.data_parallel > 1 else ""
+    ep = f" EP={role.data_parallel * role.tensor_parallel}" if role.expert_parallel else ""
+    backend = f" ({role.all2all_backend})" if role.all2all_backend else ""
+    return f"{role.replicas} x {role.gpu_type} TP={role.tensor_parallel}{pp}{dp}{ep}{backend}"
 
 
 def _summary(d: DeploymentPlan) -> str:
@@ -33,6 +36,34 @@ def describe(d: DeploymentPlan) -> str:
     )
 
 
+def _margin(m: Margin) -> str:
+    if m.name == "load":
+        return f"the load, {m.predicted or 0:g} of the {m.limit or 0:.2f} requests/s it sustains"
+    decimals = 0 if m.name == "TTFT" else 1  # as `describe` prints each
+    return f"{m.name} {m.predicted or 0:.{decimals}f} ms of {m.limit or 0:g} ms"
+
+
+def _tie(
+    disaggregated: DeploymentPlan,
+    aggregated: DeploymentPlan,
+    recommended: Deployment,
+    slo: SloSpec,
+    requests_per_second: float,
+) -> str:
+    """Why the recommendation at equal cost: the SLO headroom of each."""
+    winner, loser = (
+        (disaggregated, aggregated) if recommended == "Disaggregated" else (aggregated, disaggregated)
+    )
+    won, lost = winner.slo_headroom(slo, requests_per_second), loser.slo_headroom(slo, requests_per_second)
+    if won.spare == lost.spare:
+        return f"At equal cost and SLO headroom the planner recommends {recommended}, the simpler."
+    return (
+        f"At equal cost the planner recommends {recommended} for its SLO headroom: its tightest margin, "
+        f"{_margin(won)}, has {won.spare:.0%} to spare; {loser.kind.lower()}'s, {_margin(lost)}, "
+        f"{lost.spare:.0%}."
+    )
+
+
 def rationale(
     request: PlanRequest,
     model: ModelShape,
@@ -41,7 +72,9 @@ def rationale(
     disaggregated: DeploymentPlan,
     aggregated: DeploymentPlan,
     threshold: int | None,
+    parallelism: str = "",
 ) -> str:
+    """`parallelism`: why MoE roles run expert-parallel or not (tandem.planner.parallelism)."""
     chosen, other = (
         (disaggregated, aggregated) if deployment == "Disaggregated" else (aggregated, disaggregated)
     )
@@ -53,6 +86,10 @@ def rationale(
     parts = [targets, describe(chosen) + "."]
     if other.feasible and chosen.feasible:
         parts.append(f"The {other.kind.lower()} alternative needs {_summary(other)}.")
+        if chosen.cost_key == other.cost_key and recommended is not None:
+            parts.append(
+                _tie(disaggregated, aggregated, recommended, slo, request.workload.requests_per_second)
+            )
     elif chosen.feasible:
         parts.append(f"{other.kind} serving cannot meet the targets.")
     if request.mode != DisaggregationMode.AUTO or deployment != recommended:
@@ -65,6 +102,8 @@ def rationale(
             f"; the planner recommends {recommended}" if recommended and recommended != deployment else ""
         )
         parts.append(f"{deployment} because of {why}{advice}.")
+    if parallelism:
+        parts.append(parallelism)
     if threshold == 0:
         parts.append("Every prompt is handed off: no local prefill fits the decode replicas' ITL budget.")
     elif threshold is not None:

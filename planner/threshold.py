@@ -31,7 +31,7 @@ def prompt_tokens_threshold(
     """The threshold for these sized roles; `transfer_ms(prefill layout, tokens)` times a handoff."""
     d, p = decode.layout, prefill.layout
     decode_replica, prefill_replica = d.cost(model), p.cost(model)
-    batch = max(decode.operating_sequences / d.pp, 1.0)
+    batch = max(decode.operating_sequences / d.parallel_batches, 1.0)
     context = demand.decode_context
     first_token = decode_replica.step_ms(batch, context)
 

@@ -15,10 +15,14 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import msgspec
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from tandem.api.spec import KvConnector
+from tandem.api.tracing import ROUTER_SERVICE, tracer_provider
+from tandem.router import client_hints
 from tandem.router.asgi import (
+    ANSWERED_BY_SERVER,
+    ClientDisconnectedError,
     Receive,
     Scope,
     Send,
@@ -28,15 +32,20 @@ from tandem.router.asgi import (
     send_reply,
     until_disconnect,
 )
-from tandem.router.auth import ApiKeys, load_api_keys
+from tandem.router.auth import ANONYMOUS, ApiKeys, Caller, load_api_keys
+from tandem.router.budget import estimated_tokens
 from tandem.router.client_request import Kind, parse_client_request
-from tandem.router.connectors import Connector, LmcacheConnector, NixlConnector, NotificationHub
+from tandem.router.connectors import (
+    ConnectorServices,
+    HandoffDrainer,
+    NotificationHub,
+    build_connectors,
+)
 from tandem.router.discovery.static import publish_static
 from tandem.router.dispatch import Dispatcher, Hints
 from tandem.router.endpoints import EndpointRegistry
-from tandem.router.engine_client import EngineClient
+from tandem.router.engine_http import EngineClient
 from tandem.router.errors import (
-    BadRequestError,
     MethodNotAllowedError,
     NotFoundError,
     NotServingError,
@@ -47,6 +56,7 @@ from tandem.router.monitor import EndpointMonitor
 from tandem.router.reply import Reply
 from tandem.router.settings import RouterSettings
 from tandem.router.state import RouterState
+from tandem.router.tracing import NO_TRACING, OtelTracing, Tracer
 from tandem.router.upstream import Upstream, new_session
 
 log = logging.getLogger(__name__)
@@ -65,6 +75,7 @@ class Services:
     dispatcher: Dispatcher
     metrics: RouterMetrics
     api_keys: ApiKeys | None
+    tracer: Tracer
 
 
 Handler = Callable[[Services, Scope, Receive, str], Awaitable[Reply]]
@@ -87,8 +98,11 @@ class _RequestIds:
 
 
 class RouterApp:
-    def __init__(self, settings: RouterSettings) -> None:
+    def __init__(self, settings: RouterSettings, *, spans: TracerProvider | None = None) -> None:
+        """`spans`: where request spans go (its owner shuts it down); by default a provider of
+        the router's own when `settings.otlp_traces_endpoint` is set, else no tracing."""
         self.settings = settings
+        self._spans = spans
         self.services: Services | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the serving loop, once the lifespan runs
         self._request_ids = _RequestIds()
@@ -106,11 +120,15 @@ class RouterApp:
             await self._lifespan(receive, send)
         elif scope["type"] == "http":
             loop = self._loop or asyncio.get_running_loop()
-            await until_disconnect(lambda body: self._http(scope, body, send), receive, loop)
+            given = header(scope, b"x-request-id")
+            request_id = given.decode() if given and _REQUEST_ID.match(given) else self._request_ids.new()
+            left = await until_disconnect(
+                lambda body: self._http(scope, body, send, request_id), receive, loop
+            )
+            if left and ANSWERED_BY_SERVER not in scope:
+                log.info("request %s: the client disconnected before the answer was complete", request_id)
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        given = header(scope, b"x-request-id")
-        request_id = given.decode() if given and _REQUEST_ID.match(given) else self._request_ids.new()
+    async def _http(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         handler = self._routes.get((scope["method"], scope["path"]))
         try:
             if self.services is None:
@@ -120,6 +138,12 @@ class RouterApp:
             reply = await handler(self.services, scope, receive, request_id)
         except RouterError as exc:
             reply = error_reply(exc, request_id)
+        except ClientDisconnectedError:
+            raise
+        except Exception:  # a bug: still an OpenAI-style answer, and the traceback in the log
+            log.exception("request %s failed", request_id)
+            failure = RouterError("The router failed on this request.", code="internal_error")
+            reply = error_reply(failure, request_id)
         await send_reply(send, reply)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -144,48 +168,62 @@ class RouterApp:
     async def _start(self, stack: AsyncExitStack) -> Services:
         settings = self.settings
         api_keys = ApiKeys(load_api_keys(settings.api_keys_file)) if settings.api_keys_file else None
-        metrics = RouterMetrics()
+        metrics = RouterMetrics(per_endpoint=settings.debug)
         registry = EndpointRegistry()
         state = RouterState(
             registry,
             metrics,
             max_inflight_per_decode=settings.max_inflight_per_decode,
             retry_after_s=settings.retry_after_s,
+            handoff_timeout_s=settings.handoff_timeout_s,
         )
-        metrics.track(registry, state.queue_depths)
-        session = new_session(settings.connect_timeout_s)
+        metrics.track(registry, state.queue_depths, state.buffer_report)
+        session = new_session()
         stack.push_async_callback(session.close)
-        engines = EngineClient(connect_timeout_s=settings.connect_timeout_s)
+        engines = EngineClient()
         stack.push_async_callback(engines.close)
         upstream = Upstream(engines, control_timeout_s=settings.control_timeout_s)
         monitor = EndpointMonitor(
             registry,
             session,
+            metrics,
             scrape_interval_s=settings.scrape_interval_s,
-            probe_interval_s=settings.probe_interval_s,
+            ejection=settings.ejection(),
             timeout_s=settings.control_timeout_s,
         )
         hub = NotificationHub(
             settings.replica_id(),
             settings.listen_host(),
-            settings.notify_port,
+            settings.notify_listen_port() or 0,
             state.is_peer,
             lambda disposition: metrics.notifications.labels(disposition).inc(),
+            on_disconnect=metrics.notify_disconnects.inc,
         )
-        hub.start()
         stack.push_async_callback(hub.close)
-        connectors: dict[KvConnector, Connector] = {
-            KvConnector.LMCACHE: LmcacheConnector(
+        if settings.notify_listen_port() is not None:
+            hub.start()
+        else:
+            log.info("no KV-notification port: no pool of this router has a connector that notifies")
+        drainer = HandoffDrainer(
+            upstream,
+            registry,
+            kv_timeout_s=settings.handoff_timeout_s,
+            drain_timeout_s=settings.handoff_drain_timeout_s,
+            on_outcome=lambda pool, outcome: metrics.handoff_endings.labels(pool, outcome).inc(),
+        )
+        stack.push_async_callback(drainer.close)
+        connectors = build_connectors(
+            ConnectorServices(
                 upstream,
                 registry,
-                monitor.take_out,
+                monitor.failed,
                 hub,
-                timeout_s=settings.handoff_timeout_s,
+                drainer,
+                handoff_timeout_s=settings.handoff_timeout_s,
                 stream_first_token=settings.stream_first_token,
                 on_wait=lambda pool, seconds: metrics.handoff_wait.labels(pool).observe(seconds),
-            ),
-            KvConnector.NIXL: NixlConnector(upstream, registry, monitor.take_out),
-        }
+            )
+        )
         dispatcher = Dispatcher(settings, state, upstream, connectors, monitor)
         if settings.static is not None:
             publish_static(settings.static, settings, state)
@@ -199,7 +237,15 @@ class RouterApp:
                 _background(KubernetesDiscovery(api, settings, state).run(), "discovery")
             )
         await stack.enter_async_context(_background(monitor.run(), "endpoint monitor"))
-        return Services(settings, state, dispatcher, metrics, api_keys)
+        return Services(settings, state, dispatcher, metrics, api_keys, self._tracer(stack))
+
+    def _tracer(self, stack: AsyncExitStack) -> Tracer:
+        """Decided once: spans for every request, or none at all."""
+        spans, endpoint = self._spans, self.settings.otlp_traces_endpoint
+        if spans is None and endpoint is not None:
+            spans = tracer_provider(ROUTER_SERVICE, endpoint, os.environ)
+            stack.callback(spans.shutdown)  # flushes the spans still batched
+        return NO_TRACING if spans is None else OtelTracing(spans, debug=self.settings.debug)
 
 
 @contextlib.asynccontextmanager
@@ -231,8 +277,8 @@ def _settle_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
-def create_app(settings: RouterSettings) -> RouterApp:
-    return RouterApp(settings)
+def create_app(settings: RouterSettings, *, spans: TracerProvider | None = None) -> RouterApp:
+    return RouterApp(settings, spans=spans)
 
 
 def _json(payload: object, status: int = 200) -> Reply:
@@ -247,34 +293,41 @@ def _not_found(scope: Scope, routes: dict[tuple[str, str], Handler]) -> RouterEr
     return NotFoundError(f"No route {scope['path']}.", code="not_found")
 
 
-def _authorize(services: Services, scope: Scope) -> None:
-    if services.api_keys is not None:
-        services.api_keys.check(header(scope, b"authorization"))
+def _authorize(services: Services, scope: Scope) -> Caller:
+    if services.api_keys is None:
+        return ANONYMOUS
+    return services.api_keys.check(header(scope, b"authorization"))
 
 
-def _hints(settings: RouterSettings, scope: Scope) -> Hints:
-    session = header(scope, settings.session_header.lower().encode())
+def _hints(settings: RouterSettings, scope: Scope, *, trusted: bool) -> Hints:
+    """What the client's headers say; the admission ones only from a trusted client."""
+    given = header(scope, settings.session_header.lower().encode())
+    session = given.decode(errors="replace") if given else None
+    if not trusted:
+        return Hints(session=session)
     priority = header(scope, settings.priority_header.lower().encode())
-    ttft = header(scope, settings.deadline_header.lower().encode())
-    try:
-        return Hints(
-            session=session.decode(errors="replace") if session else None,
-            priority=int(priority) if priority else 0,
-            ttft_ms=float(ttft) if ttft else None,
-        )
-    except ValueError as exc:
-        raise BadRequestError(
-            f"{settings.priority_header} must be an integer and {settings.deadline_header} a number",
-            code="invalid_header",
-        ) from exc
+    ttft_ms = header(scope, settings.deadline_header.lower().encode())
+    return Hints(
+        session=session,
+        priority=client_hints.priority(priority, settings.priority_header),
+        ttft_ms=client_hints.ttft_ms(ttft_ms, settings.deadline_header),
+    )
 
 
 def _completions(kind: Kind) -> Handler:
     async def handle(services: Services, scope: Scope, receive: Receive, request_id: str) -> Reply:
-        _authorize(services, scope)
-        raw = await read_body(scope, receive, services.settings.max_body_bytes)
+        settings = services.settings
+        caller = _authorize(services, scope)
+        raw = await read_body(scope, receive, settings.max_body_bytes)
         request = parse_client_request(kind, raw, request_id)
-        return await services.dispatcher.serve(request, _hints(services.settings, scope))
+        if caller.budget is not None:
+            caller.budget.charge(estimated_tokens(request))
+        pool = services.state.pool_for(request.model)
+        trusted = caller.may_set_priority or pool.config.trust_client_priority
+        hints = _hints(settings, scope, trusted=trusted)
+        return await services.dispatcher.serve(
+            pool, request, hints, services.tracer.request(scope, pool.config)
+        )
 
     return handle
 

@@ -4,7 +4,7 @@ Why raw ASGI on uvicorn (uvloop + httptools): measured with benchmarks/router_ht
 proxy core, 64 connections, wrk, canned backend) on the project's 2-core machine, a pass-through
 proxy served 7.3-8.5k req/s this way against 6.3-6.9k for aiohttp.web with the same client
 (+15-23%); the task's own figures put Starlette on the same server at 6.6k. Raw ASGI also lets
-tests drive the app in-process. The client side is engine_client.py, not aiohttp: most of a 2.1-2.4x
+tests drive the app in-process. The client side is engine_http.py, not aiohttp: most of a 2.1-2.4x
 gain in the router's req/s per core (benchmarks/router/README.md).
 """
 
@@ -31,7 +31,18 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+class ClientDisconnectedError(Exception):
+    """The client left before it sent the whole body: nobody is left to answer."""
+
+
+# Set in the scope by the server when it answered the request itself (server.py: the body came too
+# slowly): the app, which then sees the client leave, has nothing to add.
+ANSWERED_BY_SERVER = "tandem.answered_by_server"
+
+
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole body, at most `limit` bytes (else 413). How long it may take is the server's to
+    limit (server.py), at no cost to the bodies that come whole."""
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"Request body over {limit} bytes.", code="body_too_large")
@@ -39,7 +50,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise asyncio.CancelledError  # nobody is left to answer
+            raise ClientDisconnectedError
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -76,9 +87,10 @@ async def send_reply(send: Send, reply: Reply) -> None:
 
 async def until_disconnect(
     work: Callable[[Receive], Awaitable[None]], receive: Receive, loop: asyncio.AbstractEventLoop
-) -> None:
+) -> bool:
     """Run `work(receive)` (answering the request, streaming included) unless the client leaves
     first: then cancel it, which closes the backend connections and so aborts the engines' work.
+    Returns whether the client left (mid-body, when `work` raises ClientDisconnectedError, or after).
     The watch starts only once `work` has read the whole body: two readers of `receive` would
     split a body that arrives in several messages between them. (It starts then, from the last
     body message, rather than waiting on an event from the start: one task step, one event and
@@ -103,11 +115,15 @@ async def until_disconnect(
 
     try:
         await work(receive_body)
+        return False
+    except ClientDisconnectedError:
+        return True
     except asyncio.CancelledError:
         left = watcher is not None and watcher.done() and not watcher.cancelled()
         if not (left and current.cancelling() == 1):
             raise  # cancelled from outside (shutdown), not (only) by the client leaving
         current.uncancel()
+        return True
     finally:
         finished = True
         if watcher is not None:

@@ -13,6 +13,9 @@ from tandem.router.errors import BadRequestError
 
 # Prefix locality hashes this many characters of the prompt's beginning (system prompt, few-shot).
 PREFIX_CHARS = 512
+# Objects and arrays nested deeper are refused: a 2 KB body of 1,000 `[` would otherwise exhaust the
+# decoder's recursion. A tool's JSON schema nested ten deep is about 30 levels of the body.
+MAX_JSON_DEPTH = 100
 _ROUTER_OWNED = frozenset({"kv_transfer_params"})
 
 
@@ -78,13 +81,36 @@ def _int_field(body: dict[str, Any], name: str, minimum: int) -> int | None:
     return value
 
 
+def _deeper_than(limit: int, raw: bytes, body: dict[str, Any]) -> bool:
+    """Whether `body` (decoded from `raw`) nests objects and arrays more than `limit` deep."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:  # the common case, at C speed
+        return False
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in value.values() if isinstance(value, dict) else value:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
+
+
+def _too_deep() -> BadRequestError:
+    return BadRequestError(f"body nests deeper than {MAX_JSON_DEPTH} levels", code="json_too_deep")
+
+
 def parse_client_request(kind: Kind, raw: bytes, request_id: str) -> ClientRequest:
     try:
         body = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise BadRequestError(f"body is not valid JSON: {exc}", code="invalid_json") from exc
+    except RecursionError as exc:
+        raise _too_deep() from exc
     if not isinstance(body, dict):
         raise BadRequestError("body must be a JSON object", code="invalid_json")
+    if _deeper_than(MAX_JSON_DEPTH, raw, body):
+        raise _too_deep()
     if _ROUTER_OWNED & body.keys():
         # Handoff parameters name hosts an engine connects to: only the router may set them.
         body = {k: v for k, v in body.items() if k not in _ROUTER_OWNED}

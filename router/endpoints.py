@@ -1,8 +1,9 @@
 """Endpoint state: what the router knows of each engine between decisions.
 
 Discovery replaces the set of endpoints per pool and role; the data path counts its open requests
-and LMCache buffer reservations; the monitor records scraped engine load and health. Decisions see
-frozen `EndpointSnapshot`s of this state.
+and LMCache buffer reservations; the monitor records scraped engine load and each endpoint's
+outlier record (router/outlier.py: in rotation, ejected, on trial). Decisions see frozen
+`EndpointSnapshot`s of this state.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from types import MappingProxyType
 from urllib.parse import urlsplit
 
 from tandem.router.decision import EndpointSnapshot, Role
+from tandem.router.outlier import CLEAN, Outlier
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,14 +36,20 @@ class EndpointState:
     running: float = 0.0
     waiting: float = 0.0
     kv_usage: float = 0.0
-    healthy: bool = True
-    buffer_reserved: int = 0  # LMCache PD buffer chunks held by handoffs in progress
+    outlier: Outlier = CLEAN  # set with `record`
+    healthy: bool = True  # in rotation: the outlier record's, kept here for the data path
+    buffer_reserved: int = 0  # LMCache PD buffer chunks held by handoffs in progress (pd_buffer.py)
+    buffer_short_since: float | None = None  # since when too full for the smallest handoff
 
     @property
     def url(self) -> str:
         return self.address.url
 
-    def snapshot(self, buffer_chunks: int | None) -> EndpointSnapshot:
+    def record(self, outlier: Outlier) -> None:
+        self.outlier = outlier
+        self.healthy = outlier.in_rotation
+
+    def snapshot(self, buffer_chunks: int | None, engines: int = 1) -> EndpointSnapshot:
         return EndpointSnapshot(
             url=self.url,
             host=self.address.host,
@@ -51,7 +59,9 @@ class EndpointState:
             waiting=self.waiting,
             kv_usage=self.kv_usage,
             healthy=self.healthy,
+            failures=self.outlier.failures,
             buffer_free_chunks=None if buffer_chunks is None else buffer_chunks - self.buffer_reserved,
+            engines=engines,
         )
 
 
@@ -84,10 +94,11 @@ class EndpointRegistry:
         return list(self._roles.get((pool, role), {}).values())
 
     def snapshots(
-        self, pool: str, role: Role, buffer_chunks: int | None = None
+        self, pool: str, role: Role, buffer_chunks: int | None = None, engines: int = 1
     ) -> tuple[EndpointSnapshot, ...]:
+        """`engines`: DP ranks behind each endpoint of the role."""
         chunks = buffer_chunks if role == Role.DECODE else None
-        return tuple([s.snapshot(chunks) for s in self._roles.get((pool, role), _NONE).values()])
+        return tuple([s.snapshot(chunks, engines) for s in self._roles.get((pool, role), _NONE).values()])
 
     def find(self, pool: str, role: Role, url: str) -> EndpointState | None:
         return self._roles.get((pool, role), {}).get(url)
@@ -104,11 +115,6 @@ class EndpointRegistry:
         """Count a request open on the endpoint until the lease is released (or its block ends)."""
         state.in_flight += 1
         return Lease(state)
-
-    def hold_buffer(self, state: EndpointState, chunks: int) -> BufferHold:
-        """Hold a decoder's PD buffer chunks while a handoff's KV sits there, unread."""
-        state.buffer_reserved += chunks
-        return BufferHold(state, chunks)
 
 
 class Lease:
@@ -130,14 +136,3 @@ class Lease:
 
     def __exit__(self, *_: object) -> None:
         self.release()
-
-
-class BufferHold:
-    def __init__(self, state: EndpointState, chunks: int) -> None:
-        self._state = state
-        self._chunks = chunks
-
-    def release(self) -> None:
-        """Idempotent: the stream and the error path may both release."""
-        self._state.buffer_reserved -= self._chunks
-        self._chunks = 0

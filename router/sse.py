@@ -11,6 +11,7 @@ from tandem.router.errors import RouterError
 
 DONE = b"data: [DONE]\n\n"
 _DONE_PAYLOAD = b"[DONE]"
+_DONE_EVENT = DONE.rstrip()
 
 
 def event(payload: Any) -> bytes:
@@ -27,9 +28,14 @@ def error_event(error: RouterError) -> bytes:
     return b"data: " + error.body() + b"\n\n"
 
 
-def ends_with_error(chunk: bytes) -> bool:
-    """Whether the last event in a stream's last chunk is an error object."""
-    return chunk.rstrip().rsplit(b"\n\n", 1)[-1].startswith(b'data: {"error"')
+def ends_with_error(tail: bytes) -> bool:
+    """Whether a stream's last bytes (`tail`: its last two chunks, say) end in an error object,
+    alone or followed by `data: [DONE]`, as vLLM ends a stream that failed while generating
+    (vllm/entrypoints/openai/completion/serving.py: the error event, then [DONE])."""
+    events = tail.rstrip().rsplit(b"\n\n", 2)
+    if len(events) > 1 and events[-1] == _DONE_EVENT:
+        events.pop()
+    return events[-1].startswith(b'data: {"error"')
 
 
 async def replay(events: list[bytes]) -> AsyncIterator[bytes]:

@@ -11,9 +11,11 @@ Modules, from the core out:
 - ``generation``: what the model says, as a function of prompt tokens, position and seed.
 - ``stopping``: vLLM's stop rules on the generated text.
 - ``scheduler``: continuous batching, KV blocks, preemption, prefix caching, step cost (pure).
-- ``engine``: the asyncio loop that runs the scheduler in modelled time.
-- ``connector``, ``lmcache_connector``, ``nixl_connector``, ``pd_buffer``, ``pd_messages``,
-  ``zmq_rpc``: the KV handoffs.
+- ``engine``: the asyncio loop that runs the scheduler in modelled time; ``data_parallel``: a DP
+  replica's engines behind one server, balanced as vLLM's internal DP load balancing does.
+- ``connector``: the engine's seam to a KV handoff. LMCache PD: ``lmcache_connector`` (what both
+  ends share), ``lmcache_sender``, ``lmcache_receiver``, ``pd_buffer`` (pure), ``pd_messages``.
+  vLLM NIXL: ``nixl_connector``, ``nixl_leases`` (pure). ``zmq_rpc``: their request/reply sockets.
 - ``openai_protocol``, ``openai_responses``, ``event_stream``, ``app``: the HTTP surface.
 - ``faults``, ``metrics``, ``settings``: fault injection, Prometheus metrics, configuration.
 - ``cli``, ``server``: ``tandem sim``; ``testing``: helpers for tests (in-process and processes).

@@ -7,7 +7,12 @@ be driven in-process (``httpx.ASGITransport``, see :mod:`tandem.sim.testing`) or
 
 Routes: ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /v1/models``,
 ``GET /health``, ``POST /tokenize``, ``POST /detokenize``, ``GET /metrics``, ``GET /version``,
-``GET|POST /admin/faults`` (unless ``admin_api`` is off).
+``GET|POST /admin/faults`` and ``GET /admin/pd_buffer`` (unless ``admin_api`` is off).
+
+A request the engine finished with ``finish_reason`` "error" (a failed KV load) is answered as
+vLLM 0.33 answers a ``GenerationError`` (``entrypoints/generate/base/serving.py`` 200-207): 500
+``InternalServerError``, or in a stream an error event followed by ``[DONE]``
+(``entrypoints/openai/completion/serving.py`` 552-556).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,13 +37,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from tandem.sim.connector import EngineRequest, KVConnector, NoConnector, RequestError
+from tandem.api.tracing import tracer_provider
+from tandem.sim.connector import EngineRequest, KVConnector, RequestError
+from tandem.sim.data_parallel import DataParallelEngines
 from tandem.sim.engine import Engine, RequestStream
 from tandem.sim.event_stream import DropConnectionError, EventStream, until_client_leaves
 from tandem.sim.faults import Faults, FaultState
-from tandem.sim.lmcache_connector import LMCacheReceiver, LMCacheSender
+from tandem.sim.kv_connectors import build_connector
 from tandem.sim.metrics import SimMetrics
-from tandem.sim.nixl_connector import NixlConnector
 from tandem.sim.openai_protocol import (
     ApiError,
     ChatCompletionRequest,
@@ -50,26 +56,24 @@ from tandem.sim.openai_protocol import (
     max_new_tokens,
     stop_rules,
 )
-from tandem.sim.openai_responses import DONE, ChunkWriter, Kind, json_bytes, models_body, response_body, usage
-from tandem.sim.settings import NIXL_CONNECTOR, SimSettings
+from tandem.sim.openai_responses import (
+    DONE,
+    ChunkWriter,
+    Kind,
+    json_bytes,
+    models_body,
+    response_body,
+    sse,
+    usage,
+)
+from tandem.sim.settings import SimSettings
 from tandem.sim.tokenizer import Tokenizer, default_tokenizer
+from tandem.sim.tracing import NO_SPANS, OtelSpans, RequestSpans, trace_headers
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0+tandem.sim"
 _Body = TypeVar("_Body", bound=BaseModel)
-
-
-def build_connector(settings: SimSettings, metrics: SimMetrics, faults: FaultState) -> KVConnector:
-    config = settings.kv_transfer_config
-    if config is None:
-        return NoConnector()
-    if config.kv_connector == NIXL_CONNECTOR:
-        return NixlConnector(settings, metrics)
-    lmcache = settings.lmcache
-    assert lmcache is not None  # SimSettings checked the LMCache config
-    if lmcache.pd_role == "sender":
-        return LMCacheSender(settings, lmcache, metrics, faults)
-    return LMCacheReceiver(settings, lmcache, metrics)
+_GENERATION_ERROR = "Internal server error"  # vLLM's GenerationError message
 
 
 @dataclass
@@ -80,7 +84,8 @@ class Sim:
     tokenizer: Tokenizer
     metrics: SimMetrics
     faults: FaultState
-    engine: Engine
+    connector: KVConnector
+    engine: DataParallelEngines
     engine_loop: asyncio.Task[None]
     started: int
     ids: itertools.count[int]
@@ -131,6 +136,10 @@ async def _chunks(
         delta = await stream.next()
         if delta.finished:
             assert stream.finish_reason is not None
+            if stream.finish_reason == "error":
+                yield sse(ApiError(500, _GENERATION_ERROR).body())
+                yield DONE
+                return
             yield writer.final(delta.text, stream.finish_reason, stream.stop_reason)
             break
         if delta.text:
@@ -140,11 +149,15 @@ async def _chunks(
     yield DONE
 
 
-async def _faulty(sim: Sim, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Drop the connection or exit the process after the configured number of chunks."""
-    faults = sim.faults.faults
+async def _faulty(sim: Sim, faults: Faults, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Trickle chunks, drop the connection or exit the process after so many chunks (``faults``:
+    those set when the stream began)."""
     sent = 0
     async for chunk in chunks:
+        if faults.trickle_ms > 0:
+            if sent == 0:
+                sim.metrics.faults_injected.labels(fault="trickle").inc()
+            await asyncio.sleep(faults.trickle_ms / 1000)
         if sent == faults.exit_after_chunks:
             log.error("injected fault: exiting after %d chunks", sent)
             os._exit(1)
@@ -177,7 +190,11 @@ async def _generate(request: Request, kind: Kind) -> ASGIApp:
     base_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     response_id = f"{'cmpl' if kind == 'completion' else 'chatcmpl'}-{base_id}"
     engine_request = EngineRequest(
-        f"{response_id}-{next(sim.ids)}", prompt, stop_rules(body, max_tokens), body.kv_transfer_params
+        f"{response_id}-{next(sim.ids)}",
+        prompt,
+        stop_rules(body, max_tokens),
+        body.kv_transfer_params,
+        trace_headers(request.headers),
     )
     try:
         stream = await sim.engine.generate(engine_request)
@@ -190,9 +207,14 @@ async def _generate(request: Request, kind: Kind) -> ASGIApp:
     created = int(time.time())
     if body.stream:
         writer = ChunkWriter(kind, response_id=response_id, created=created, model=model)
-        return EventStream(_faulty(sim, _chunks(sim, stream, writer, body.include_usage)), abort)
+        chunks = _chunks(sim, stream, writer, body.include_usage)
+        faults = sim.faults.faults
+        # A stream without faults skips their wrapper: one generator less per token.
+        return EventStream(_faulty(sim, faults, chunks) if faults.shapes_streams else chunks, abort)
     text = await until_client_leaves(request.receive, stream.text(), abort)
     assert stream.finish_reason is not None
+    if stream.finish_reason == "error":
+        raise ApiError(500, _GENERATION_ERROR)
     payload = response_body(
         kind,
         response_id=response_id,
@@ -265,6 +287,13 @@ async def faults(request: Request) -> Response:
     return Response(json_bytes(state.current().model_dump()), media_type="application/json")
 
 
+async def pd_buffer(request: Request) -> Response:
+    state = _sim(request).connector.buffer_state()
+    if state is None:
+        raise ApiError(404, "this engine has no LMCache PD receive buffer (it is not a kv_consumer)")
+    return Response(json_bytes(state), media_type="application/json")
+
+
 def _report_engine_death(loop: asyncio.Task[None]) -> None:
     if not loop.cancelled() and loop.exception() is not None:
         log.error("the engine loop died: the engine is unhealthy", exc_info=loop.exception())
@@ -275,21 +304,43 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     return Response(json_bytes(exc.body()), status_code=exc.status, media_type="application/json")
 
 
+def _spans(settings: SimSettings) -> tuple[RequestSpans, Callable[[], None]]:
+    """vLLM's request spans when an OTLP endpoint is set, and how to stop them (flushing)."""
+    if settings.otlp_traces_endpoint is None:
+        return NO_SPANS, lambda: None
+    provider = tracer_provider("tandem-sim", settings.otlp_traces_endpoint, os.environ)
+    return OtelSpans(provider), provider.shutdown
+
+
 def create_app(settings: SimSettings) -> Starlette:
     """The ASGI app of one simulated engine."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tokenizer = default_tokenizer()
-        sim_metrics = SimMetrics(settings.model_names[0])
+        sim_metrics = SimMetrics(settings.model_names[0], settings.model)
         fault_state = FaultState(settings.faults, settings.seed)
         connector = build_connector(settings, sim_metrics, fault_state)
-        engine = Engine(settings, tokenizer, sim_metrics, connector)
+        spans, stop_spans = _spans(settings)
+        engine = DataParallelEngines(
+            [
+                Engine(settings, tokenizer, sim_metrics, connector, rank, spans)
+                for rank in range(settings.data_parallel_size)
+            ]
+        )
         await connector.start(engine)
         loop = asyncio.create_task(engine.run(), name="engine-loop")
         loop.add_done_callback(_report_engine_death)
         sim = Sim(
-            settings, tokenizer, sim_metrics, fault_state, engine, loop, int(time.time()), itertools.count()
+            settings,
+            tokenizer,
+            sim_metrics,
+            fault_state,
+            connector,
+            engine,
+            loop,
+            int(time.time()),
+            itertools.count(),
         )
         app.state.sim = sim
         try:
@@ -300,6 +351,7 @@ def create_app(settings: SimSettings) -> Starlette:
             await asyncio.gather(loop, return_exceptions=True)
             await engine.close()
             await connector.stop()
+            stop_spans()
 
     routes = [
         Route("/v1/completions", completions, methods=["POST"]),
@@ -313,4 +365,5 @@ def create_app(settings: SimSettings) -> Starlette:
     ]
     if settings.admin_api:
         routes.append(Route("/admin/faults", faults, methods=["GET", "POST"]))
+        routes.append(Route("/admin/pd_buffer", pd_buffer, methods=["GET"]))
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={ApiError: _api_error})

@@ -3,20 +3,26 @@
 It understands the ``vllm serve`` arguments that shape what it simulates (the model, positional or
 ``--model``; ``--served-model-name``, ``--host``, ``--port``, ``--max-model-len``,
 ``--max-num-seqs``, ``--max-num-batched-tokens``, ``--kv-transfer-config``,
-``--tensor-parallel-size``, ``--pipeline-parallel-size``, ``--enable-prefix-caching``, ``--seed``,
+``--tensor-parallel-size``, ``--pipeline-parallel-size``, ``--data-parallel-size`` (that many
+engines behind this one server: tandem.sim.data_parallel), ``--enable-prefix-caching``, ``--seed``,
 ``--block-size``, ``--enable-prompt-tokens-details``, ``--uvicorn-log-level``), accepts a few it
-does not need (``--gpu-memory-utilization``, ``--enable-chunked-prefill``), and logs and ignores
+does not need (``--gpu-memory-utilization``, ``--enable-chunked-prefill``, ``--enable-expert-parallel``,
+``--all2all-backend``, ``--data-parallel-address``, ``--data-parallel-rpc-port``; refuses
+``--headless``, ``--data-parallel-start-rank`` and a ``--data-parallel-size-local`` other than the DP
+size: a simulated replica is one process), and logs and ignores
 any other, so one command line shape serves both engines. An ignored ``--flag`` takes the next
 word as its value unless that starts with ``-`` or the flag is a switch (``--enable-*``,
 ``--disable-*``, ``--no-*``, or a known vLLM switch like ``--trust-remote-code``).
 
-Its own flags: ``--speed``, ``--kv-bytes-per-token``, ``--faults JSON``, ``--disable-admin-api``,
-one flag per ``EngineTiming`` field (``--prefill-ms-per-token`` …), and ``--plan FILE --role ROLE``
-to take ``plan[ROLE]["engine_timing"]`` from a planner's plan (timing flags given explicitly win).
+Its own flags: ``--speed``, ``--kv-bytes-per-token``, ``--use-mla``, ``--faults JSON``,
+``--disable-admin-api``, one flag per ``EngineTiming`` field (``--prefill-ms-per-token`` …), and
+``--plan FILE --role ROLE`` to take ``plan[ROLE]["engine_timing"]`` and ``plan[ROLE]["data_parallel"]``
+from a planner's plan (flags given explicitly win).
 
 Environment: ``TANDEM_BIND_HOST`` (a wildcard host binds this address instead, for HTTP and ZMQ),
 ``LMCACHE_CONFIG_FILE``, ``PYTHONHASHSEED`` (LMCache chunk keys), ``VLLM_NIXL_SIDE_CHANNEL_HOST``,
-``VLLM_NIXL_SIDE_CHANNEL_PORT``, ``VLLM_NIXL_ABORT_REQUEST_TIMEOUT``, ``VLLM_HTTP_TIMEOUT_KEEP_ALIVE``.
+``VLLM_NIXL_SIDE_CHANNEL_PORT``, ``VLLM_HTTP_TIMEOUT_KEEP_ALIVE``. (vLLM 0.33 has no
+``VLLM_NIXL_ABORT_REQUEST_TIMEOUT``: the NIXL lease is ``kv_connector_extra_config.kv_lease_duration``.)
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from tandem.api.timing import EngineTiming
+from tandem.api.tracing import HTTP_PROTOBUF, TRACES_PROTOCOL
 from tandem.sim.faults import Faults
+from tandem.sim.kv_connectors import simulated
 from tandem.sim.settings import (
     DEFAULT_MODEL,
     KVTransferConfig,
@@ -110,7 +118,7 @@ def _timing_flags(parser: argparse.ArgumentParser) -> None:
         "timing (EngineTiming fields; default: the plan's, else EngineTiming's)"
     )
     for name, field in EngineTiming.model_fields.items():
-        kind = int if field.annotation is int else float
+        kind: type = int if field.annotation is int else float if field.annotation is float else str
         help_text = f"{field.description or name.replace('_', ' ')} (default {field.default})"
         group.add_argument(
             "--" + name.replace("_", "-"),
@@ -135,6 +143,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
     parser.add_argument("--pipeline-parallel-size", "-pp", type=int, default=1)
+    dp = parser.add_argument_group(
+        "data and expert parallelism (vLLM's flags; the ranks run in this one process)"
+    )
+    dp.add_argument(
+        "--data-parallel-size",
+        "-dp",
+        type=int,
+        help="DP ranks: engines of the timing each (default: the plan's, else 1)",
+    )
+    dp.add_argument("--data-parallel-size-local", "-dpl", type=int, help="must be the DP size: one process")
+    dp.add_argument("--data-parallel-address", "-dpa", help="accepted: every rank is local")
+    dp.add_argument("--data-parallel-rpc-port", "-dpp", type=int, help="accepted: every rank is local")
+    dp.add_argument("--data-parallel-start-rank", "-dpr", type=int, help="refused: no secondary nodes")
+    dp.add_argument("--headless", action="store_true", help="refused: the simulator always serves HTTP")
+    dp.add_argument(
+        "--enable-expert-parallel",
+        "-ep",
+        action=argparse.BooleanOptionalAction,
+        help="accepted: in the plan's timing",
+    )
+    dp.add_argument("--all2all-backend", help="accepted: in the plan's timing")
     parser.add_argument(
         "--gpu-memory-utilization", type=float, help="accepted; KV capacity is --kv-capacity-tokens"
     )
@@ -150,30 +179,71 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kv-bytes-per-token", type=int, default=131072, help="KV bytes per token, all TP ranks"
     )
+    parser.add_argument(
+        "--use-mla",
+        action="store_true",
+        help="the model uses MLA attention (DeepSeek): LMCache stores its KV on the first rank only",
+    )
     parser.add_argument("--plan", type=Path, help="planner plan JSON: use plan[ROLE]['engine_timing']")
     parser.add_argument("--role", help="the plan role to simulate (prefill, decode, …)")
     parser.add_argument("--faults", default="{}", help="initial faults JSON, e.g. '{\"error_rate\": 0.1}'")
     parser.add_argument("--disable-admin-api", action="store_true", help="no /admin/faults")
+    parser.add_argument(
+        "--otlp-traces-endpoint",
+        metavar="URL",
+        help="OTLP/HTTP traces URL: vLLM's llm_request span per request",
+    )
     _timing_flags(parser)
 
 
-def _engine_timing(args: argparse.Namespace) -> EngineTiming:
-    base: dict[str, Any] = {}
-    if args.plan is not None:
-        if not args.role:
-            raise SettingsError("--plan needs --role")
-        try:
-            plan = json.loads(args.plan.read_text())
-            base = dict(plan[args.role]["engine_timing"])
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise SettingsError(
-                f"--plan {args.plan}: no engine_timing for role {args.role!r} ({exc})"
-            ) from exc
-    elif args.role:
-        raise SettingsError("--role needs --plan")
+def _plan_role(args: argparse.Namespace) -> dict[str, Any]:
+    """`plan[ROLE]` of --plan FILE --role ROLE (empty without --plan)."""
+    if args.plan is None:
+        if args.role:
+            raise SettingsError("--role needs --plan")
+        return {}
+    if not args.role:
+        raise SettingsError("--plan needs --role")
+    try:
+        role = json.loads(args.plan.read_text())[args.role]
+        dict(role["engine_timing"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise SettingsError(f"--plan {args.plan}: no engine_timing for role {args.role!r} ({exc})") from exc
+    if not isinstance(role, dict):
+        raise SettingsError(f"--plan {args.plan}: role {args.role!r} is not an object")
+    return role
+
+
+def _engine_timing(args: argparse.Namespace, planned: dict[str, Any]) -> EngineTiming:
+    base: dict[str, Any] = dict(planned.get("engine_timing", {}))
     overrides = {name: getattr(args, f"timing_{name}") for name in EngineTiming.model_fields}
     base.update({name: value for name, value in overrides.items() if value is not None})
     return EngineTiming.model_validate(base)
+
+
+def _data_parallel_size(args: argparse.Namespace, planned: dict[str, Any]) -> int:
+    """The DP ranks to run: the flag, else the plan's; all in this process (no secondary nodes)."""
+    if args.headless or args.data_parallel_start_rank is not None:
+        raise SettingsError(
+            "--headless / --data-parallel-start-rank: the simulator runs every DP rank of a replica "
+            "in one process that serves HTTP (there are no secondary nodes to start)"
+        )
+    size = args.data_parallel_size or int(planned.get("data_parallel", 1))
+    local = args.data_parallel_size_local
+    if local is not None and local != size:
+        raise SettingsError(
+            f"--data-parallel-size-local {local}: the simulator runs all {size} DP ranks in one process"
+        )
+    return size
+
+
+def _traces_endpoint(given: str | None, env: Mapping[str, str]) -> str | None:
+    """vLLM traces only when the flag is given (``config/observability.py`` 38); the simulator
+    exports over OTLP/HTTP only, where vLLM defaults to gRPC (``tracing/otel.py`` 94-102)."""
+    protocol = env.get(TRACES_PROTOCOL, HTTP_PROTOBUF)
+    if given and protocol != HTTP_PROTOBUF:
+        raise ValueError(f"{TRACES_PROTOCOL}={protocol!r}: the simulator exports traces over {HTTP_PROTOBUF}")
+    return given or None
 
 
 def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> SimSettings:
@@ -195,10 +265,10 @@ def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> SimSetti
                 "127.0.0.1" if side_host == "localhost" else side_host, bind_override
             ),
             side_channel_port=int(env.get("VLLM_NIXL_SIDE_CHANNEL_PORT", "5600")),
-            lease_s=float(env.get("VLLM_NIXL_ABORT_REQUEST_TIMEOUT", "480")),
         )
         hash_seed = env.get("PYTHONHASHSEED", "random")
-        return SimSettings(
+        planned = _plan_role(args)
+        settings = SimSettings(
             model=args.model_tag or args.model or DEFAULT_MODEL,
             served_model_name=tuple(args.served_model_name or ()),
             host=resolve_bind_host(args.host, bind_override),
@@ -206,12 +276,14 @@ def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> SimSetti
             max_model_len=args.max_model_len,
             seed=args.seed,
             speed=args.speed,
-            timing=_engine_timing(args),
+            timing=_engine_timing(args, planned),
             block_size=args.block_size,
             enable_prefix_caching=args.enable_prefix_caching,
             tensor_parallel_size=args.tensor_parallel_size,
             pipeline_parallel_size=args.pipeline_parallel_size,
+            data_parallel_size=_data_parallel_size(args, planned),
             kv_bytes_per_token=args.kv_bytes_per_token,
+            use_mla=args.use_mla,
             kv_transfer_config=kv_transfer,
             lmcache=lmcache,
             lmcache_hash_seed=None if hash_seed == "random" else int(hash_seed),
@@ -220,9 +292,12 @@ def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> SimSetti
             admin_api=not args.disable_admin_api,
             prompt_tokens_details=args.enable_prompt_tokens_details,
             keep_alive_s=float(env.get("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "5")),
+            otlp_traces_endpoint=_traces_endpoint(args.otlp_traces_endpoint, env),
         )
+        simulated(settings)  # the connector's own checks
     except (ValidationError, ValueError, OSError) as exc:
         raise SettingsError(str(exc)) from exc
+    return settings
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,10 +1,11 @@
 """The engine: one asyncio loop drives the whole batch, step by step, as a GPU worker would.
 
-Each iteration asks the :class:`~tandem.sim.scheduler.Scheduler` for the step's work, sleeps for
-the step's modelled duration (``EngineTiming`` divided by ``--speed``), then hands every sequence
-that sampled its next token to its :class:`RequestStream`. Requests that arrive meanwhile wait for
-the next step, so batching, queueing and preemption shape the latencies as they do in vLLM. Step
-deadlines are kept on a running clock, so the loop's own CPU time is absorbed while it keeps up.
+Each iteration asks the :class:`~tandem.sim.core.EngineCore` for the step's work and its end
+(``EngineTiming`` divided by ``--speed``), sleeps until then, then hands every sequence that sampled
+its next token to its :class:`RequestStream`. Requests that arrive meanwhile wait for the next step,
+so batching, queueing and preemption shape the latencies as they do in vLLM. Step deadlines are kept
+on a running clock, so the loop's own CPU time is absorbed while it keeps up. The twin
+(:mod:`tandem.sim.twin`) drives the same core on a virtual clock.
 """
 
 from __future__ import annotations
@@ -12,22 +13,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
-from tandem.sim.connector import EngineRequest, FinishedHandoff, KVConnector
+from tandem.sim.connector import EngineRequest, KVConnector
+from tandem.sim.core import EngineCore, Sampled
 from tandem.sim.generation import Anchor, Vocabulary, prefix_hashes, resume_point, token_at, word_at
 from tandem.sim.metrics import SimMetrics
-from tandem.sim.scheduler import Scheduler, Sequence, StepPlan, step_ms
+from tandem.sim.scheduler import Scheduler, Sequence, StepPlan
 from tandem.sim.settings import SimSettings
 from tandem.sim.stopping import FinishReason, OutputText
 from tandem.sim.tokenizer import EOS, Tokenizer
+from tandem.sim.tracing import NO_SPANS, FinishedRequest, RequestSpans
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Delta:
+class Delta(NamedTuple):
     """Text newly generated since the consumer last asked, and whether the request is done."""
 
     text: str
@@ -94,26 +96,37 @@ class _Running:
     offset: int
     output: OutputText
     stream: RequestStream
-    arrival: float
     scheduled_at: float | None = None
-    last_token_at: float = 0.0
-    handoff: Awaitable[object] | None = field(default=None, repr=False)
+    first_token_at: float | None = None
 
 
 class Engine:
     def __init__(
-        self, settings: SimSettings, tokenizer: Tokenizer, metrics: SimMetrics, connector: KVConnector
+        self,
+        settings: SimSettings,
+        tokenizer: Tokenizer,
+        metrics: SimMetrics,
+        connector: KVConnector,
+        rank: int = 0,
+        spans: RequestSpans = NO_SPANS,
     ) -> None:
+        """`rank`: the engine's DP rank (tandem.sim.data_parallel runs several behind one server)."""
         self._settings = settings
+        self._gauges = metrics.engine(rank)
         self._tokenizer = tokenizer
         self._vocabulary = Vocabulary(tokenizer)
         self._metrics = metrics
         self._connector = connector
-        self._scheduler = Scheduler(settings.timing, settings.block_size, settings.enable_prefix_caching)
+        self._spans = spans
+        self._core = EngineCore(
+            settings.timing,
+            block_size=settings.block_size,
+            prefix_caching=settings.enable_prefix_caching,
+            speed=settings.speed,
+        )
+        self._scheduler = self._core.scheduler
         self._requests: dict[str, _Running] = {}
         self._wake = asyncio.Event()
-        self._clock = 0.0
-        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def scheduler(self) -> Scheduler:
@@ -126,10 +139,21 @@ class Engine:
         arrival = loop.time()
         hashes = prefix_hashes(request.prompt, self._settings.seed)
         resume = resume_point(request.prompt, hashes, self._vocabulary)
-        loaded = await self._connector.load(request, continuation=resume.offset > 0)
         block = self._settings.block_size
-        seq = Sequence(request.request_id, len(request.prompt), tuple(hashes[block::block]), loaded.tokens)
+        block_hashes = tuple(hashes[block::block])
+        loaded = await self._connector.load(
+            request,
+            continuation=resume.offset > 0,
+            cached_tokens=self._scheduler.cached_prefix_tokens(block_hashes, len(request.prompt)),
+        )
         stream = RequestStream(len(request.prompt))
+        if loaded.failed:  # vLLM finishes it with FINISHED_ERROR before it is ever scheduled
+            self._metrics.request_success("error")
+            stream.finish("error", None, None)
+            return stream
+        seq = Sequence(
+            request.request_id, len(request.prompt), block_hashes, loaded.tokens, loaded.load_ms_per_token
+        )
         self._requests[request.request_id] = _Running(
             request=request,
             seq=seq,
@@ -137,9 +161,8 @@ class Engine:
             offset=resume.offset,
             output=OutputText(request.rules, self._tokenizer),
             stream=stream,
-            arrival=arrival,
         )
-        self._scheduler.add(seq)
+        self._core.add(seq, arrival)
         self._wake.set()
         return stream
 
@@ -163,34 +186,23 @@ class Engine:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        self._clock = loop.time()
         while True:
-            plan = self._scheduler.schedule()
-            self._account(plan, loop.time())
-            if not plan.chunks:
+            step = self._core.begin(loop.time())
+            self._account(step.plan, loop.time())
+            if step.idle:
                 self._update_gauges()
-                if not plan.preempted:
+                if not step.plan.preempted:
                     self._wake.clear()
                     await self._wake.wait()
-                    self._clock = loop.time()
                 continue
-            # The step ends one step duration after the previous one ended: the loop's own work
-            # since then is hidden in it, as a GPU step hides the scheduler's CPU time. A loop that
-            # falls behind starts from now rather than owing time (no burst of short steps).
+            await asyncio.sleep(step.end - loop.time())
             now = loop.time()
-            self._clock = max(
-                self._clock + step_ms(plan, self._settings.timing) / 1000 / self._settings.speed, now
-            )
-            await asyncio.sleep(self._clock - now)
-            self._complete(plan, loop.time())
+            await self._complete(self._core.end(step, now), now)
             self._update_gauges()
 
     async def close(self) -> None:
         for request_id in list(self._requests):
             self.abort(request_id)
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
 
     def _account(self, plan: StepPlan, now: float) -> None:
         metrics = self._metrics
@@ -199,27 +211,37 @@ class Engine:
         if plan.prefix_query_tokens:
             metrics.prefix_cache_queries.inc(plan.prefix_query_tokens)
             metrics.prefix_cache_hits.inc(plan.prefix_hit_tokens)
+        if plan.external_query_tokens and self._settings.kv_transfer_config is not None:
+            metrics.external_prefix_cache_queries.inc(plan.external_query_tokens)
+            metrics.external_prefix_cache_hits.inc(plan.external_hit_tokens)
         for seq in plan.admitted:
             running = self._requests[seq.request_id]
             if running.scheduled_at is None:
                 running.scheduled_at = now
                 running.stream.cached_tokens = seq.num_computed
-                metrics.request_queue_time.observe(now - running.arrival)
+                metrics.request_queue_time.observe(now - seq.arrival)
 
-    def _complete(self, plan: StepPlan, now: float) -> None:
-        sampled = self._scheduler.complete(plan)
+    async def _complete(self, sampled: list[Sampled], now: float) -> None:
         self._metrics.generation_tokens.inc(len(sampled))
-        for seq in sampled:
-            running = self._requests[seq.request_id]
-            position = seq.num_generated
-            token = self._token(running, position)
-            seq.num_generated += 1
+        tokens = []
+        stalls = []
+        for event in sampled:
+            running = self._requests[event.seq.request_id]
+            token = self._token(running, event.seq.num_generated - 1)
+            tokens.append((running, event, token))
+            if event.first:
+                stall = self._first_token(running, token, event.latency, now)
+                if stall is not None:
+                    stalls.append(stall)
+        if stalls:
+            # A connector's save blocks the forward pass: the whole engine waits, then answers.
+            await asyncio.gather(*stalls)
+        for running, event, token in tokens:
+            if running.seq.finished:
+                continue  # aborted while the engine stalled
+            if not event.first:
+                self._metrics.inter_token_latency.observe(event.latency)
             step = running.output.append(token)
-            if position == 0:
-                self._first_token(running, token, now)
-            else:
-                self._metrics.inter_token_latency.observe(now - running.last_token_at)
-            running.last_token_at = now
             running.stream.push(step.text)
             if step.finish_reason is not None:
                 self._finish(running, step.finish_reason, step.stop_reason, now)
@@ -231,42 +253,44 @@ class Engine:
             return word_at(running.anchor, absolute, self._vocabulary)  # EOS is masked below min_tokens
         return token
 
-    def _first_token(self, running: _Running, token: int, now: float) -> None:
+    def _first_token(
+        self, running: _Running, token: int, ttft: float, now: float
+    ) -> Awaitable[object] | None:
         metrics = self._metrics
+        running.first_token_at = now
         metrics.prompt_tokens.inc(running.seq.prompt_len)
-        metrics.time_to_first_token.observe(now - running.arrival)
-        metrics.request_prefill_time.observe(now - (running.scheduled_at or running.arrival))
-        running.handoff = self._connector.on_prefill_done(running.request, token)
+        metrics.time_to_first_token.observe(ttft)
+        metrics.request_prefill_time.observe(now - (running.scheduled_at or running.seq.arrival))
+        return self._connector.on_prefill_done(running.request, token)
 
     def _finish(
         self, running: _Running, reason: FinishReason, stop_reason: str | int | None, now: float
     ) -> None:
-        request_id = running.request.request_id
         handoff = self._connector.request_finished(running.request, reason)
         self._scheduler.finish(running.seq, hold=handoff.hold_blocks)
-        del self._requests[request_id]
+        del self._requests[running.request.request_id]
         self._metrics.request_success(reason)
-        self._metrics.e2e_request_latency.observe(now - running.arrival)
-        if running.handoff is None:
-            running.stream.finish(reason, stop_reason, handoff.kv_transfer_params)
-            return
-        task = asyncio.create_task(self._finish_after(running.handoff, running, reason, stop_reason, handoff))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _finish_after(
-        self,
-        settled: Awaitable[object],
-        running: _Running,
-        reason: FinishReason,
-        stop_reason: str | int | None,
-        handoff: FinishedHandoff,
-    ) -> None:
-        await settled
+        self._metrics.e2e_request_latency.observe(now - running.seq.arrival)
         running.stream.finish(reason, stop_reason, handoff.kv_transfer_params)
+        self._spans.finished(self._figures(running, now), now)
+
+    @staticmethod
+    def _figures(running: _Running, now: float) -> FinishedRequest:
+        arrival = running.seq.arrival
+        scheduled = running.scheduled_at or arrival
+        return FinishedRequest(
+            running.request.request_id,
+            running.request.trace_headers,
+            arrival,
+            scheduled,
+            running.first_token_at or now,
+            now,
+            running.seq.prompt_len,
+            running.stream.num_generated,
+        )
 
     def _update_gauges(self) -> None:
-        metrics = self._metrics
-        metrics.num_requests_running.set(len(self._scheduler.running))
-        metrics.num_requests_waiting.set(len(self._scheduler.waiting))
-        metrics.kv_cache_usage_perc.set(self._scheduler.kv_usage)
+        gauges = self._gauges
+        gauges.num_requests_running.set(len(self._scheduler.running))
+        gauges.num_requests_waiting.set(len(self._scheduler.waiting))
+        gauges.kv_cache_usage_perc.set(self._scheduler.kv_usage)

@@ -17,8 +17,6 @@ from tandem.api.timing import EngineTiming
 from tandem.sim.faults import Faults
 
 DEFAULT_MODEL = "tandem/sim-model"
-LMCACHE_CONNECTOR = "LMCacheConnectorV1"
-NIXL_CONNECTOR = "NixlConnector"
 _WILDCARDS = frozenset({"", "0.0.0.0", "::", "*"})
 
 
@@ -42,6 +40,8 @@ class KVTransferConfig(BaseModel):
     kv_role: Literal["kv_producer", "kv_consumer", "kv_both"]
     engine_id: str | None = None
     kv_connector_extra_config: dict[str, Any] = Field(default_factory=dict)
+    # vLLM 0.33 ``config/kv_transfer.py`` 88: a failed KV load fails the request unless "recompute".
+    kv_load_failure_policy: Literal["recompute", "fail"] = "fail"
 
     @property
     def skip_last_n_tokens(self) -> int:
@@ -51,13 +51,22 @@ class KVTransferConfig(BaseModel):
     def discard_partial_chunks(self) -> bool:
         return bool(self.kv_connector_extra_config.get("discard_partial_chunks", False))
 
+    @property
+    def kv_lease_duration(self) -> int:
+        """NIXL block lease, seconds (``nixl/base_scheduler.py`` 82-86: extra config, default 30)."""
+        return int(self.kv_connector_extra_config.get("kv_lease_duration", 30))
+
 
 class LMCacheConfig(BaseModel):
-    """The keys of LMCache's YAML config that shape PD disaggregation; other keys are ignored."""
+    """The keys of LMCache's YAML config that shape PD disaggregation and the CPU tier; other keys
+    (the disk and remote tiers among them) are ignored."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     chunk_size: int = Field(default=256, ge=1)
+    # The CPU tier (v1/config.py 91-96: on, 5 GiB per worker rank, unless the file says otherwise).
+    local_cpu: bool = True
+    max_local_cpu_size: float = Field(default=5.0, ge=0)
     enable_pd: bool = False
     transfer_channel: str | None = None
     pd_role: Literal["sender", "receiver"] | None = None
@@ -68,6 +77,14 @@ class LMCacheConfig(BaseModel):
     pd_peer_init_port: list[int] | None = None
     pd_peer_alloc_port: list[int] | None = None
     pd_buffer_size: int | None = Field(default=None, ge=1)
+    # How long a receiver waits for buffer space (``v1/config.py`` 262-267: default forever).
+    pd_allocation_timeout_sec: float = Field(default=float("inf"), gt=0)
+    extra_config: dict[str, Any] | None = None
+
+    def save_only_first_rank(self, use_mla: bool) -> bool:
+        """MLA KV is stored by the first rank only, unless ``extra_config`` says otherwise
+        (``v1/token_database.py`` 114-120, ``v1/cache_engine.py`` 116-118)."""
+        return use_mla and bool((self.extra_config or {}).get("save_only_first_rank", use_mla))
 
     @field_validator("pd_peer_init_port", "pd_peer_alloc_port", mode="before")
     @classmethod
@@ -83,14 +100,13 @@ class LMCacheConfig(BaseModel):
 
 
 class NixlSettings(BaseModel):
-    """vLLM's NIXL side channel (``VLLM_NIXL_SIDE_CHANNEL_HOST`` / ``_PORT``) and block lease."""
+    """vLLM's NIXL side channel (``VLLM_NIXL_SIDE_CHANNEL_HOST`` / ``_PORT``); the block lease is
+    ``kv_connector_extra_config.kv_lease_duration`` (:class:`KVTransferConfig`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     side_channel_host: str = "127.0.0.1"
     side_channel_port: int = Field(default=5600, ge=1, le=65535)
-    # VLLM_NIXL_ABORT_REQUEST_TIMEOUT: how long a prefiller keeps blocks nobody reads.
-    lease_s: float = Field(default=480.0, gt=0)
     # How long a decoder waits for a prefiller's answer beyond the modelled transfer time.
     read_grace_s: float = Field(default=5.0, gt=0)
 
@@ -110,7 +126,11 @@ class SimSettings(BaseModel):
     enable_prefix_caching: bool = True
     tensor_parallel_size: int = Field(default=1, ge=1)
     pipeline_parallel_size: int = Field(default=1, ge=1)
+    data_parallel_size: int = Field(
+        default=1, ge=1, description="DP ranks: engines of `timing` each, behind this one API server"
+    )
     kv_bytes_per_token: int = Field(default=131072, ge=1, description="KV bytes per token, all TP ranks")
+    use_mla: bool = Field(default=False, description="the model uses MLA (vLLM's model_config.use_mla)")
     kv_transfer_config: KVTransferConfig | None = None
     lmcache: LMCacheConfig | None = None
     lmcache_hash_seed: int | None = Field(
@@ -121,10 +141,18 @@ class SimSettings(BaseModel):
     admin_api: bool = True
     prompt_tokens_details: bool = Field(default=False, description="cached prompt tokens in usage")
     keep_alive_s: float = Field(default=5.0, gt=0)
+    otlp_traces_endpoint: str | None = Field(
+        default=None, description="vLLM's --otlp-traces-endpoint: an llm_request span per request"
+    )
 
     @property
     def model_names(self) -> tuple[str, ...]:
         return self.served_model_name or (self.model,)
+
+    @property
+    def world_size(self) -> int:
+        """Worker ranks (TP x PP): LMCache's ports and keys are per worker rank."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -133,44 +161,4 @@ class SimSettings(BaseModel):
                 f"max_model_len {self.max_model_len} exceeds the KV capacity of "
                 f"{self.timing.kv_capacity_tokens} tokens: one sequence could never fit"
             )
-        config = self.kv_transfer_config
-        if config is None:
-            return self
-        if config.kv_connector == LMCACHE_CONNECTOR:
-            self._check_lmcache(config)
-        elif config.kv_connector != NIXL_CONNECTOR:
-            raise ValueError(
-                f"kv_connector {config.kv_connector!r} is not simulated "
-                f"(use {LMCACHE_CONNECTOR} or {NIXL_CONNECTOR})"
-            )
         return self
-
-    def _check_lmcache(self, config: KVTransferConfig) -> None:
-        lmcache = self.lmcache
-        if lmcache is None or not lmcache.enable_pd:
-            raise ValueError(
-                f"{LMCACHE_CONNECTOR} needs an LMCache config (LMCACHE_CONFIG_FILE) with enable_pd"
-            )
-        expected = {"kv_producer": "sender", "kv_consumer": "receiver"}.get(config.kv_role)
-        if expected is None:
-            raise ValueError(
-                f"{LMCACHE_CONNECTOR} PD roles are kv_producer and kv_consumer, not {config.kv_role}"
-            )
-        if lmcache.pd_role != expected:
-            raise ValueError(
-                f"kv_role {config.kv_role} needs pd_role {expected}, the LMCache config has {lmcache.pd_role}"
-            )
-        if lmcache.pd_buffer_size is None:
-            raise ValueError("the LMCache config needs pd_buffer_size")
-        if lmcache.pd_role == "sender" and (lmcache.pd_proxy_host is None or lmcache.pd_proxy_port is None):
-            raise ValueError("a sender's LMCache config needs pd_proxy_host and pd_proxy_port")
-        if lmcache.pd_role == "receiver":
-            chunk_bytes = lmcache.chunk_size * self.kv_bytes_per_token // self.tensor_parallel_size
-            if lmcache.pd_buffer_size < chunk_bytes:
-                raise ValueError(
-                    f"pd_buffer_size {lmcache.pd_buffer_size} is smaller than one chunk ({chunk_bytes} B)"
-                )
-            for key in ("pd_peer_init_port", "pd_peer_alloc_port"):
-                ports = getattr(lmcache, key)
-                if ports is None or len(ports) != self.tensor_parallel_size:
-                    raise ValueError(f"{key} needs one port per TP rank ({self.tensor_parallel_size})")

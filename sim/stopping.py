@@ -16,7 +16,8 @@ from typing import Literal
 
 from tandem.sim.tokenizer import EOS, Tokenizer
 
-FinishReason = Literal["stop", "length", "abort"]
+# "error": the engine failed the request (vLLM's FinishReason.ERROR, e.g. a failed KV load).
+FinishReason = Literal["stop", "length", "abort", "error"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class OutputText:
         if token in rules.stop_token_ids and stops_count:
             return self._finish("stop", token)
         before = len(self._text)
-        self._text += self._tokenizer.decode([token])
+        self._text += self._tokenizer.decode_token(token)
         if rules.stop and stops_count:
             hit = self._find_stop(before)
             if hit is not None:

@@ -14,6 +14,7 @@ timing, connection drops or ZMQ handoffs, run a process::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,15 @@ def metric_value(exposition: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     raise KeyError(f"{name}{labels} is not in the exposition")
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], wait_s: float = 15.0) -> None:
+    """Poll ``check`` until it holds (every 20 ms); AssertionError after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while not await check():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"the condition did not hold within {wait_s} s")
+        await asyncio.sleep(0.02)
 
 
 def free_port() -> int:

@@ -102,13 +102,18 @@ class Tokenizer:
                 out += self.pieces[token].encode()
         return out.decode("utf-8", errors="replace")
 
+    def decode_token(self, token: int) -> str:
+        """``decode([token])``; a vocabulary piece without the byte round trip (once per generated token)."""
+        if token >= _BYTE_BASE + 256:
+            return self.pieces[token]
+        return self.decode([token])
+
     def piece(self, token: int) -> str:
         """The text of one token as it reads inside a longer text (special tokens by name)."""
         return self.pieces[token]
 
     def _encode_plain(self, text: str, ids: list[int]) -> None:
-        for match in _PRETOKEN.finditer(text):
-            pretoken = match.group()
+        for pretoken in _PRETOKEN.findall(text):
             whole = self._ids.get(pretoken)
             if whole is not None:
                 ids.append(whole)

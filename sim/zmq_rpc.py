@@ -31,7 +31,8 @@ class DealerClient:
         self._lock = asyncio.Lock()
         self._socket: zmq.asyncio.Socket | None = None
 
-    async def request(self, payload: bytes, wait_s: float) -> bytes:
+    async def request(self, payload: bytes, wait_s: float | None) -> bytes:
+        """Send ``payload`` and wait for the answer (``wait_s`` None: for ever, as LMCache's sender)."""
         async with self._lock:
             socket = self._connected()
             try:
@@ -41,6 +42,9 @@ class DealerClient:
                 # A late answer would pair with the next request: start over with a fresh socket.
                 self.close()
                 raise RpcError(f"no answer from {self._address}: {exc or 'timed out'}") from exc
+            except asyncio.CancelledError:
+                self.close()
+                raise
             reply: bytes = frames[-1]
             return reply
 

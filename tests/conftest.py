@@ -17,7 +17,7 @@ def inferencepool_crd(kube_api: Any) -> dict[str, Any]:
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    from tandem.devcluster.testing import wait_for
+    from tandem.devcluster.testing import crd_established, wait_for
 
     manifest: dict[str, Any] = yaml.safe_load(CRD_FILE.read_text())
     extensions = client.ApiextensionsV1Api(kube_api)
@@ -31,9 +31,5 @@ def inferencepool_crd(kube_api: Any) -> dict[str, Any]:
         manifest["metadata"]["resourceVersion"] = current.metadata.resource_version
         extensions.replace_custom_resource_definition(name, manifest)
 
-    def established() -> bool:
-        conditions = extensions.read_custom_resource_definition(name).status.conditions or []
-        return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-    wait_for(established, timeout=30, message=f"CRD {name} not Established")
+    wait_for(lambda: crd_established(kube_api, name), timeout=30, message=f"CRD {name} not Established")
     return manifest

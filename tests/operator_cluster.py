@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import kubernetes.client
+import pytest
 import yaml
 from prometheus_text import metric_sum
 
 from tandem.api import GROUP, PLURAL, VERSION
+from tandem.devcluster.processes import free_port
+from tandem.devcluster.testing import ClusterUnderTest
 from tandem.operator.planning import catalog_planner
+from tandem.operator.rbac import rbac_manifests
 from tandem.operator.runner import run_operator
-from tandem.operator.settings import Images, OperatorSettings
+from tandem.operator.settings import OperatorSettings
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PLANNER = catalog_planner()
@@ -31,21 +36,11 @@ CHILD_KINDS = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class OperatorThread:
     """``run_operator`` on its own event loop and thread, watching one namespace."""
 
     def __init__(self, kubeconfig: Path, namespace: str, resync_seconds: float = 600) -> None:
         self.settings = OperatorSettings(
-            # The devcluster runs containers as local processes of this machine's Python, which a
-            # non-root uid cannot reach (under /root): pods keep the process's user.
-            images=Images(run_as_user=None),
             kubeconfig=kubeconfig,
             namespaces=(namespace,),
             bind_host="127.0.0.1",
@@ -137,6 +132,10 @@ class PoolApi:
         conditions = (self.get(name).get("status") or {}).get("conditions") or []
         return next((c for c in conditions if c["type"] == kind), None)
 
+    def ready(self, name: str) -> bool:
+        condition = self.condition(name, "Ready")
+        return condition is not None and condition["status"] == "True"
+
     def children(self, pool: str) -> dict[tuple[str, str], dict[str, Any]]:
         """Every child of ``pool`` (by its pool label), keyed by (kind, name), as dicts."""
         selector = f"tandem.dev/pool={pool}"
@@ -170,3 +169,79 @@ class PoolApi:
             self.namespace, field_selector=f"involvedObject.name={pool}"
         )
         return [e for e in listing.items if e.involved_object.kind == "InferencePool"]
+
+
+def _operator_account(namespace: str) -> str:
+    """Unique per test namespace (whose names end in a random suffix), and a valid label value."""
+    return f"tandem-operator-{namespace[-6:]}"
+
+
+def operator_kubeconfig(api: kubernetes.client.ApiClient, admin: Path, namespace: str, folder: Path) -> Path:
+    """A kubeconfig for the operator's own ServiceAccount (``tandem operator rbac``) in
+    ``namespace``: held to its RBAC as when deployed, not the admin's (who may grant anything)."""
+    account, role, binding = rbac_manifests(namespace, _operator_account(namespace))
+    core, rbac = kubernetes.client.CoreV1Api(api), kubernetes.client.RbacAuthorizationV1Api(api)
+    core.create_namespaced_service_account(namespace, account)
+    rbac.create_cluster_role(role)
+    rbac.create_cluster_role_binding(binding)
+    request = {"spec": {"expirationSeconds": 3600}}  # the API server's own audience
+    token = core.create_namespaced_service_account_token(account["metadata"]["name"], namespace, request)
+    config = yaml.safe_load(admin.read_text())
+    for user in config["users"]:
+        user["user"] = {"token": token.status.token}
+    path = folder / "operator.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def remove_operator_rbac(api: kubernetes.client.ApiClient, namespace: str) -> None:
+    """The cluster-scoped part of ``operator_kubeconfig`` (the namespace takes the rest with it)."""
+    rbac = kubernetes.client.RbacAuthorizationV1Api(api)
+    rbac.delete_cluster_role_binding(_operator_account(namespace))
+    rbac.delete_cluster_role(_operator_account(namespace))
+
+
+@contextmanager
+def operator_under_rbac(
+    api: kubernetes.client.ApiClient, admin: Path, namespace: str, folder: Path
+) -> Iterator[OperatorThread]:
+    """The operator running as its own ServiceAccount (``operator_kubeconfig``); stopped and its
+    cluster-scoped RBAC removed afterwards."""
+    running = OperatorThread(operator_kubeconfig(api, admin, namespace, folder), namespace).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+        remove_operator_rbac(api, namespace)
+
+
+# The fixtures below reach the tests through tests/operator/conftest.py.
+
+
+@pytest.fixture
+def pools(kube_api: kubernetes.client.ApiClient, inferencepool_crd: Any, namespace: str) -> PoolApi:
+    return PoolApi(kube_api, namespace)
+
+
+@pytest.fixture
+def operator(
+    devcluster: ClusterUnderTest, namespace: str, inferencepool_crd: Any
+) -> Iterator[OperatorThread]:
+    """The operator with the admin's kubeconfig (for tests about what it does, not what it may)."""
+    running = OperatorThread(devcluster.kubeconfig, namespace).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def rbac_operator(
+    devcluster: ClusterUnderTest,
+    kube_api: kubernetes.client.ApiClient,
+    namespace: str,
+    inferencepool_crd: Any,
+    tmp_path: Path,
+) -> Iterator[OperatorThread]:
+    """The operator held to its own RBAC, as when deployed: whatever it reads or writes must be in
+    the ClusterRole it generates (and the chart renders)."""
+    with operator_under_rbac(kube_api, devcluster.kubeconfig, namespace, tmp_path) as running:
+        yield running

@@ -8,34 +8,31 @@ import contextlib
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import uvicorn
 from prometheus_text import metric_sum
 from protocol_facts import LMCACHE_CONSUMER, LMCACHE_PRODUCER, NIXL
 
-from tandem.router.app import create_app
-from tandem.router.settings import RouterSettings
+from tandem.api.spec import KvConnector
+from tandem.devcluster.processes import free_port
+from tandem.router.app import RouterApp, create_app
+from tandem.router.server import server_config
+from tandem.router.settings import RouterSettings, StaticPoolSettings
 
 MODEL = "tandem/sim-model"
 HASH_SEED = "1234"  # PYTHONHASHSEED: the same on every engine of a pool, or the decoder never hits
 SPEED = "50"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
+THRESHOLD = 200  # prompt tokens: the static pools' routers hand off longer prompts
+LONG_PROMPT = "Summarise this:" + " the quick brown fox jumps over the lazy dog" * 40  # 567 tokens: 3 chunks
 
 
 class Addresses:
@@ -89,31 +86,54 @@ class Engine:
             path.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class LmcachePorts:
+    """A static LMCache pool's ports: its decoders receive KV on ``init`` and ``alloc`` (plus each
+    TP rank's rank), its prefillers notify the router on ``notify``."""
+
+    init: int
+    alloc: int
+    notify: int
+
+    @classmethod
+    def free(cls) -> LmcachePorts:
+        """Free ports, the receivers' apart enough for two TP ranks each."""
+        init, alloc, notify = free_port(), free_port(), free_port()
+        while alloc in (init, init + 1) or alloc + 1 == init:
+            alloc = free_port()
+        return cls(init, alloc, notify)
+
+
 def _lmcache_file(settings: dict[str, Any]) -> str:
     with tempfile.NamedTemporaryFile("w", prefix="tandem-lmcache-", suffix=".yaml", delete=False) as handle:
         json.dump({"chunk_size": 256, "enable_pd": True, "transfer_channel": "nixl", **settings}, handle)
         return handle.name
 
 
-def lmcache_decoder(host: str, init_port: int, alloc_port: int) -> tuple[list[str], dict[str, str]]:
+def lmcache_decoder(
+    host: str, ports: LmcachePorts, *, tp: int = 1, buffer_bytes: int = 2 * 1024**3
+) -> tuple[list[str], dict[str, str]]:
+    """A decoder listening on `ports.init + rank` and `ports.alloc + rank` of each TP rank."""
     config = _lmcache_file(
         {
             "pd_role": "receiver",
             "pd_peer_host": host,
-            "pd_peer_init_port": [init_port],
-            "pd_peer_alloc_port": [alloc_port],
-            "pd_buffer_size": 2 * 1024**3,
+            "pd_peer_init_port": [ports.init + rank for rank in range(tp)],
+            "pd_peer_alloc_port": [ports.alloc + rank for rank in range(tp)],
+            "pd_buffer_size": buffer_bytes,
         }
     )
-    return ["--kv-transfer-config", json.dumps(LMCACHE_CONSUMER)], {"LMCACHE_CONFIG_FILE": config}
+    args = ["--kv-transfer-config", json.dumps(LMCACHE_CONSUMER), "--tensor-parallel-size", str(tp)]
+    return args, {"LMCACHE_CONFIG_FILE": config}
 
 
-def lmcache_prefiller(proxy_host: str, proxy_port: int) -> tuple[list[str], dict[str, str]]:
+def lmcache_prefiller(ports: LmcachePorts) -> tuple[list[str], dict[str, str]]:
+    """A prefiller notifying a router on this host's `ports.notify`."""
     config = _lmcache_file(
         {
             "pd_role": "sender",
-            "pd_proxy_host": proxy_host,
-            "pd_proxy_port": proxy_port,
+            "pd_proxy_host": "127.0.0.1",
+            "pd_proxy_port": ports.notify,
             "pd_buffer_size": 1024**3,
         }
     )
@@ -123,6 +143,59 @@ def lmcache_prefiller(proxy_host: str, proxy_port: int) -> tuple[list[str], dict
 def nixl_engine(host: str) -> tuple[list[str], dict[str, str]]:
     env = {"VLLM_NIXL_SIDE_CHANNEL_HOST": host, "VLLM_NIXL_SIDE_CHANNEL_PORT": str(free_port(host))}
     return ["--kv-transfer-config", json.dumps(NIXL)], env
+
+
+def static_router_settings(notify_port: int, pool: Mapping[str, Any], **tuning: Any) -> RouterSettings:
+    """A router on a free port in front of a static pool of MODEL (`pool`: its other settings),
+    scraping no metrics unless `tuning` (the router's settings) says so."""
+    return RouterSettings(
+        host="127.0.0.1",
+        port=free_port(),
+        notify_port=notify_port,
+        static=StaticPoolSettings(**{"model": MODEL, **pool}),
+        **{"scrape_interval_s": 0, **tuning},
+    )
+
+
+def direct_router_settings(
+    decode: str, static: Mapping[str, Any] | None = None, **tuning: Any
+) -> RouterSettings:
+    """`static_router_settings` for one engine at `decode` and no prefiller: every request direct."""
+    return static_router_settings(free_port(), {"decode": (decode,), **(static or {})}, **tuning)
+
+
+def lmcache_router_settings(
+    ports: LmcachePorts,
+    decode: Sequence[Engine],
+    prefill: Sequence[Engine],
+    static: Mapping[str, Any] | None = None,
+    **tuning: Any,
+) -> RouterSettings:
+    """`static_router_settings` for an LMCache pool of `decode` and `prefill` (on `ports`), handing
+    off prompts above THRESHOLD; `static` adds to the pool's settings."""
+    pool = {
+        "decode": tuple(engine.url for engine in decode),
+        "prefill": tuple(engine.url for engine in prefill),
+        "threshold": THRESHOLD,
+        "peer_init_port": ports.init,
+        "peer_alloc_port": ports.alloc,
+        **(static or {}),
+    }
+    return static_router_settings(ports.notify, pool, **tuning)
+
+
+def nixl_router_settings(
+    decode: Sequence[Engine], prefill: Sequence[Engine], **tuning: Any
+) -> RouterSettings:
+    """`static_router_settings` for a NIXL pool of `decode` and `prefill`, handing off prompts above
+    THRESHOLD."""
+    pool = {
+        "decode": tuple(engine.url for engine in decode),
+        "prefill": tuple(engine.url for engine in prefill),
+        "connector": KvConnector.NIXL,
+        "threshold": THRESHOLD,
+    }
+    return static_router_settings(free_port(), pool, **tuning)
 
 
 def start_engines(
@@ -186,18 +259,10 @@ def engines_running(specs: list[tuple[str, tuple[list[str], dict[str, str]]]]) -
 
 
 @contextlib.asynccontextmanager
-async def router_running(settings: RouterSettings) -> AsyncIterator[str]:
-    """The router app on a real socket in this event loop; yields its base URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings),
-            host=settings.listen_host(),
-            port=settings.port,
-            lifespan="on",
-            log_level="warning",
-            access_log=False,
-        )
-    )
+async def router_running(settings: RouterSettings, app: RouterApp | None = None) -> AsyncIterator[str]:
+    """The router app (`app`, or a new one for `settings`) on a real socket in this event loop,
+    served as `tandem router` serves it (the edge limits live in the server); yields its base URL."""
+    server = uvicorn.Server(server_config(app or create_app(settings), settings, log_level="warning"))
     task = asyncio.create_task(server.serve())
     try:
         for _ in range(500):
@@ -217,3 +282,17 @@ async def router_client(settings: RouterSettings) -> AsyncIterator[httpx.AsyncCl
     """An HTTP client on a router running in-process."""
     async with router_running(settings) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
         yield http
+
+
+_T = TypeVar("_T")
+
+
+async def eventually(check: Callable[[], Awaitable[_T | None]], what: str, within_s: float = 90) -> _T:
+    """Poll without blocking the event loop the router runs in."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while asyncio.get_running_loop().time() < deadline:
+        result = await check()
+        if result:
+            return result
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")

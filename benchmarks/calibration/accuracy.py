@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from fit import (
+    KERNEL_COLUMNS,
     PHASES,
     AllReducePoint,
     Phase,
@@ -71,6 +72,47 @@ def summary(
             signed = statistics.median(errors)
             figures = " | ".join((f"{median:.1%}", f"{p90:.1%}", f"{worst:.1%}", f"{signed:+.1%}"))
             lines.append(f"| {what} | {len(chosen)} | {name} | {figures} |")
+    return lines
+
+
+# Decode steps are judged by batch (all contexts, and the long ones alone), prefill by prompt length.
+LONG_CONTEXT = 4096
+PROMPT_BANDS = ((1, 2048), (4096, 8192), (12288, 16384))
+
+
+def buckets(points: Sequence[Point]) -> list[tuple[str, list[Point]]]:
+    """The held-out points grouped as the accuracy tables report them."""
+    decode = [p for p in points if p.phase == "decode"]
+    groups = [
+        (f"decode, batch {b}", [p for p in decode if p.batch == b]) for b in sorted({p.batch for p in decode})
+    ]
+    groups += [
+        (f"decode, batch {b}, context >= {LONG_CONTEXT}", chosen)
+        for b in sorted({p.batch for p in decode})
+        if (chosen := [p for p in decode if p.batch == b and p.seq_len >= LONG_CONTEXT])
+    ]
+    prefill = [p for p in points if p.phase == "prefill"]
+    groups += [
+        (f"prefill, prompts {low}-{high}", chosen)
+        for low, high in PROMPT_BANDS
+        if (chosen := [p for p in prefill if low <= p.seq_len <= high])
+    ]
+    return groups
+
+
+def bucket_table(
+    points: Sequence[Point], gpu: GpuSpec, calibrations: Sequence[tuple[str, Calibration]]
+) -> list[str]:
+    """|error| median, p90 and max, and the median signed error, per bucket and calibration."""
+    names = " | ".join(f"{name}: median / p90 / max (signed)" for name, _ in calibrations)
+    lines = [f"| points | n | {names} |", "| --- | ---: |" + " ---: |" * len(calibrations)]
+    for label, chosen in buckets(points):
+        cells = []
+        for _, calibration in calibrations:
+            errors = [relative_error(p, gpu, calibration) for p in chosen]
+            median, p90, worst = error_summary(errors)
+            cells.append(f"{median:.1%} / {p90:.1%} / {worst:.1%} ({statistics.median(errors):+.1%})")
+        lines.append(f"| {label} | {len(chosen)} | {' | '.join(cells)} |")
     return lines
 
 
@@ -164,6 +206,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--allreduce", type=Path, metavar="CSV", help="allreduce.py output to judge")
     parser.add_argument("--split", default="holdout", choices=("holdout", "fit"), help="rows to report on")
+    parser.add_argument(
+        "--attention",
+        choices=list(KERNEL_COLUMNS),
+        default="fastest",
+        help="judge the times with the fastest SDPA attention kernel (default) or with flash alone",
+    )
     parser.add_argument("--gpu", help="catalog GPU name (default: from the CSV's gpu_name)")
     parser.add_argument(
         "--calibration-dir", type=Path, help="folder of fitted <GPU>.yaml (default: the planner's)"
@@ -191,7 +239,7 @@ def allreduce_main(args: argparse.Namespace, catalog: Catalog) -> None:
 
 
 def shard_report(args: argparse.Namespace, catalog: Catalog) -> None:
-    measurements = read_measurements(args.csv, catalog)
+    measurements = read_measurements(args.csv, catalog, args.attention)
     gpu = catalog.gpu(args.gpu) if args.gpu else catalog_gpu(measurements.gpu_name, catalog)
     points = [p for p in measurements.points if p.split == args.split]
     before, after = class_calibration(gpu), load_calibration(gpu, args.calibration_dir)
@@ -201,6 +249,8 @@ def shard_report(args: argparse.Namespace, catalog: Catalog) -> None:
     print("\n".join(summary(points, gpu, calibrations)))
     print()
     print("\n".join(distribution(points, gpu, calibrations)))
+    print()
+    print("\n".join(bucket_table(points, gpu, calibrations)))
     for phase in PHASES:
         print()
         print("\n".join(point_table(phase, points, gpu, before, after)))

@@ -2,23 +2,30 @@
 
     .venv/bin/python benchmarks/calibration/fit.py benchmarks/calibration/results/h100_sxm.csv
 
-Keeps the timed rows with `split == fit` (no probes, no skipped points) and chooses the parameters
-that minimise the sum of squared log ratios of the planner's own prediction to the measurement,
-with the catalog's shape of each measured model, the measured TP and pp = 1:
+Keeps the timed rows with `split == fit` (no probes, no skipped points), timed with the fastest of
+SDPA's attention kernels (`--attention flash`: with FlashAttention-2 alone), and chooses the
+parameters that minimise the sum of squared log ratios of the planner's own prediction to the
+measurement, with the catalog's shape of each measured model, the measured TP and pp = 1, in the
+stages of `STAGES`:
 
-1. decode, through `tandem.planner.cost.decode_step_ms`: `mbu_max`, `mbu_batch_half`,
-   `step_overhead_ms` and `layer_overhead_us` (a batch-1 step is weight reads plus the per-layer
-   floor, and the four shapes have 28 to 80 layers, so decode pins that floor);
-2. prefill, through `prefill_time_ms`, with that floor: `mfu_max`, `t_half_tokens`, `attn_eff`,
+1. decode steps of one sequence over at most 2048 tokens, through
+   `tandem.planner.cost.decode_step_ms`: `mbu_max`, `layer_overhead_us` and `step_overhead_ms` (such
+   a step is the weights read once plus the per-layer floor, and the shards have 28 to 80 layers);
+2. every decode step: `mbu_batch_half` and `mfu_decode` (what the batch adds to the linear layers),
+   `kv_read_eff` (the batch's KV reads) and `kv_stream_eff` (one sequence's KV stream);
+3. prefill, through `prefill_time_ms`, with that floor: `mfu_max`, `t_half_tokens`, `attn_eff`,
    `prefill_overhead_ms`.
 
 The measurements are one GPU's shard with no all-reduce, so a prediction is the cost function's
 time less `ReplicaCost.communication_ms` of the same tokens: exactly the all-reduce terms the
-planner adds for TP > 1, whatever the all-reduce parameters. `mfu_decode` is not fitted: every
-measured decode step is memory-bound (the script finds the lowest `mfu_decode` for which that
-holds and writes it into the file's comments), so the data gives it no value; the class default
-stays. The search is a Nelder-Mead simplex over transformed parameters (logit for efficiencies in
-(0, 1], log for the rest), restarted until it stops improving: deterministic, standard library only.
+planner adds for TP > 1, whatever the all-reduce parameters. The search is a Nelder-Mead simplex
+over transformed parameters (logit for efficiencies in (0, 1], log for the rest), restarted until
+it stops improving: deterministic, standard library only.
+
+With `--kernels-from GPU` the keys that measure the attention kernel and the decode GEMMs
+(`KERNEL_KEYS`) are not fitted but taken from that GPU's shipped fit: for a CSV that timed
+FlashAttention-2 only (h100_sxm.csv) on a chip with the same SMs as one whose CSV timed every
+kernel (the H200's). Another class or peak is refused.
 
 With `--allreduce CSV` (benchmarks/calibration/allreduce.py's output) it also fits the
 tensor-parallel all-reduce, `allreduce_latency_us` and `allreduce_eff`, through the planner's own
@@ -48,24 +55,56 @@ from typing import Literal
 from pydantic import ValidationError
 
 from tandem.planner import cost
-from tandem.planner.calibration import Calibration, class_defaults, default_calibration_dir
+from tandem.planner.calibration import Calibration, class_defaults, default_calibration_dir, load_calibration
 from tandem.planner.catalog import Catalog, load_catalog
 from tandem.planner.gpu import GpuSpec
 from tandem.planner.model import ModelShape
 
 Phase = Literal["prefill", "decode"]
+Kernel = Literal["fastest", "flash"]
+KERNEL_COLUMNS: Mapping[Kernel, str] = {"fastest": "ms_full_depth", "flash": "ms_full_depth_flash"}
 PHASES: tuple[Phase, ...] = ("prefill", "decode")
-# In fitting order: decode fixes layer_overhead_us, which prefill then shares.
-FITTED: tuple[tuple[Phase, tuple[str, ...]], ...] = (
-    ("decode", ("mbu_max", "mbu_batch_half", "step_overhead_ms", "layer_overhead_us")),
-    ("prefill", ("mfu_max", "t_half_tokens", "attn_eff", "prefill_overhead_ms")),
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the fit: `names` fitted to the `phase` fit points of at most `max_batch` sequences
+    of at most `max_context` tokens (None: any), the parameters of the earlier stages held."""
+
+    phase: Phase
+    names: tuple[str, ...]
+    max_batch: int | None = None
+    max_context: int | None = None
+
+    def takes(self, point: Point) -> bool:
+        return (self.max_batch is None or point.batch <= self.max_batch) and (
+            self.max_context is None or point.seq_len <= self.max_context
+        )
+
+
+# In fitting order. A step of one sequence over a short context is the weights read once and the
+# per-layer floor (its KV read takes ~1 % of it): those pin the two. The rest of decode then sets
+# what the batch and the context add (the weight reads' decay, compute-bound GEMMs, the batch's KV
+# reads, one stream's); prefill shares the per-layer floor.
+STAGES: tuple[Stage, ...] = (
+    Stage("decode", ("mbu_max", "layer_overhead_us", "step_overhead_ms"), max_batch=1, max_context=2048),
+    Stage("decode", ("mbu_batch_half", "mfu_decode", "kv_read_eff", "kv_stream_eff")),
+    Stage("prefill", ("mfu_max", "t_half_tokens", "attn_eff", "prefill_overhead_ms")),
 )
 # In (0, 1]; the rest > 0.
-FRACTIONS = frozenset({"mfu_max", "attn_eff", "mbu_max", "mfu_decode", "allreduce_eff"})
+FRACTIONS = frozenset(
+    {"mfu_max", "attn_eff", "mbu_max", "kv_read_eff", "kv_stream_eff", "mfu_decode", "allreduce_eff"}
+)
+# Where the search starts for parameters whose class default is 0 (the log coordinate of 0 lies
+# too far from any value the data could hold for the simplex to get there).
+SEARCH_STARTS: Mapping[str, float] = {"layer_overhead_us": 50.0}
 # Decimals each fitted value is shipped with: well inside the run-to-run spread of the timings.
 DECIMALS: Mapping[str, int] = {
     "mbu_max": 3,
     "mbu_batch_half": 0,
+    "mfu_decode": 3,
+    "kv_read_eff": 3,
+    "kv_stream_eff": 3,
     "step_overhead_ms": 2,
     "layer_overhead_us": 1,
     "mfu_max": 3,
@@ -73,6 +112,11 @@ DECIMALS: Mapping[str, int] = {
     "attn_eff": 3,
     "prefill_overhead_ms": 2,
 }
+# The keys a FlashAttention-2-only CSV would misstate: the attention kernel's (prefill FLOPs, the
+# batch's KV reads) and the decode GEMMs' compute rate, which the fit sets from the same steps (its
+# large batches read their KV at FA2's rate). A fit of the same SMs that timed every kernel gives
+# them (--kernels-from): shares of a chip's own peak and HBM bandwidth.
+KERNEL_KEYS = ("attn_eff", "kv_read_eff", "mfu_decode")
 ALLREDUCE_DECIMALS: Mapping[str, int] = {"allreduce_latency_us": 1, "allreduce_eff": 3}
 # The all-reduce rows fitted. Eager calls, timed back to back, take the longer of the host's launch
 # (~16 us through torch.distributed) and the collective's GPU time: an upper bound of the GPU time a
@@ -118,8 +162,10 @@ class Measurements:
         return [p for p in self.points if p.phase == phase and p.split == split]
 
 
-def read_measurements(path: Path, catalog: Catalog) -> Measurements:
-    """The timed prefill and decode rows of a measure.py CSV (probes and skipped points dropped)."""
+def read_measurements(path: Path, catalog: Catalog, kernel: Kernel = "fastest") -> Measurements:
+    """The timed prefill and decode rows of a measure.py CSV (probes and skipped points dropped),
+    timed with the fastest attention kernel (`ms_full_depth`) or with flash (`ms_full_depth_flash`;
+    a CSV from before the other kernels were timed has only flash)."""
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     gpu_names = {r["gpu_name"] for r in rows}
@@ -133,7 +179,7 @@ def read_measurements(path: Path, catalog: Catalog) -> Measurements:
             phase="prefill" if r["phase"] == "prefill" else "decode",
             batch=int(r["batch"]),
             seq_len=int(r["seq_len"]),
-            measured_ms=float(r["ms_full_depth"]),
+            measured_ms=float(r.get(KERNEL_COLUMNS[kernel]) or r["ms_full_depth"]),
             split=r["split"],
             depth_check=r["notes"].startswith(DEPTH_CHECK),
         )
@@ -260,10 +306,11 @@ def fit(measurements: Measurements, gpu: GpuSpec, fixed: Mapping[str, float] | N
     """The fitted calibration of `gpu` (class defaults for what is not fitted), rounded as shipped.
     `fixed` holds parameters kept at a given value instead of fitted."""
     fixed = fixed or {}
-    calibration = Calibration(**{**class_calibration(gpu).model_dump(), **fixed})  # validates `fixed`
-    for phase, names in FITTED:
-        free = [n for n in names if n not in fixed]
-        loss = functools.partial(objective, measurements.select(phase, "fit"), gpu)
+    calibration = Calibration(**{**class_calibration(gpu).model_dump(), **SEARCH_STARTS, **fixed})
+    for stage in STAGES:
+        free = [n for n in stage.names if n not in fixed]
+        points = [p for p in measurements.select(stage.phase, "fit") if stage.takes(p)]
+        loss = functools.partial(objective, points, gpu)
         calibration = fit_parameters(loss, calibration, free)
     return rounded(calibration)
 
@@ -347,6 +394,16 @@ def fit_allreduce(measurements: AllReduceMeasurements, source: GpuSpec, start: C
     return fitted.model_copy(update={n: round(getattr(fitted, n), d) for n, d in ALLREDUCE_DECIMALS.items()})
 
 
+def same_sms(gpu: GpuSpec, source: GpuSpec) -> GpuSpec:
+    """`source`, whose attention kernel keys `gpu` may take: a chip of the same class and peak."""
+    if (source.calibration_class, source.bf16_tflops) != (gpu.calibration_class, gpu.bf16_tflops):
+        raise SystemExit(
+            f"attention kernel keys of {source.name} ({source.calibration_class}, {source.bf16_tflops:g} "
+            f"TFLOP/s) do not carry over to {gpu.name} ({gpu.calibration_class}, {gpu.bf16_tflops:g} TFLOP/s)"
+        )
+    return source
+
+
 def _fixed_parameter(text: str) -> tuple[str, float]:
     name, _, value = text.partition("=")
     if name not in DECIMALS:
@@ -357,39 +414,20 @@ def _fixed_parameter(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=NUMBER") from None
 
 
-def lowest_mfu_decode(points: Sequence[Point], gpu: GpuSpec, calibration: Calibration) -> float:
-    """The lowest `mfu_decode` at which every decode point stays memory-bound (its time the same as
-    with `mfu_decode` = 1): the only thing the measurements say of it."""
-
-    def memory_bound(mfu: float) -> bool:
-        trial = calibration.model_copy(update={"mfu_decode": mfu})
-        return all(
-            math.isclose(shard_ms(p, gpu, trial), shard_ms(p, gpu, ceiling), rel_tol=1e-12) for p in points
-        )
-
-    ceiling = calibration.model_copy(update={"mfu_decode": 1.0})
-    low, high = 1e-4, 1.0
-    for _ in range(40):
-        low, high = (low, (low + high) / 2) if memory_bound((low + high) / 2) else ((low + high) / 2, high)
-    return high
-
-
 def render(
     calibration: Calibration,
     gpu: GpuSpec,
     measurements: Measurements,
-    mfu_decode_floor: float,
     allreduce: AllReduceSource | None = None,
+    kernels_from: GpuSpec | None = None,
 ) -> str:
     """The YAML file: the source line, the fitted keys with their meaning, how the fit did."""
     lines = [
         f"# {gpu.name}: efficiencies fitted by benchmarks/calibration/fit.py. Do not edit by hand; re-run it",
         "# (benchmarks/calibration/README.md, 'Fit and accuracy'). Keys not set here come from the class",
-        f"# defaults ({gpu.calibration_class} in defaults.yaml), including mfu_decode: every measured decode",
-        f"# step is memory-bound for any mfu_decode >= {math.ceil(mfu_decode_floor * 100) / 100:.2f}, so the "
-        "data gives it no value.",
+        f"# defaults ({gpu.calibration_class} in defaults.yaml).",
     ]
-    for phase, _ in FITTED:
+    for phase in PHASES[::-1]:
         points = measurements.select(phase, "fit")
         median, p90, worst = error_summary(relative_error(p, gpu, calibration) for p in points)
         what = "tokens/s" if phase == "prefill" else "step time"
@@ -398,6 +436,13 @@ def render(
             f"max {worst:.1%}"
         )
     decimals = dict(DECIMALS)
+    if kernels_from:
+        lines += [
+            f"# {', '.join(KERNEL_KEYS)} are carried over from {kernels_from.name}, whose measurements time",
+            "# the fastest of SDPA's attention kernels (this CSV: FlashAttention-2 only); both chips have",
+            f"# the same SMs ({gpu.bf16_tflops:g} TFLOP/s), and the keys are shares of a chip's own peak "
+            "and HBM bandwidth.",
+        ]
     if allreduce:
         lines += _allreduce_comments(calibration, gpu, allreduce)
         decimals |= ALLREDUCE_DECIMALS
@@ -450,6 +495,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also fit the all-reduce keys to allreduce.py's CSV (of this GPU or one linked alike)",
     )
     parser.add_argument(
+        "--attention",
+        choices=list(KERNEL_COLUMNS),
+        default="fastest",
+        help="fit the times with the fastest SDPA attention kernel (default) or with flash alone",
+    )
+    parser.add_argument(
+        "--kernels-from",
+        metavar="GPU",
+        help=f"take {', '.join(KERNEL_KEYS)} from that GPU's shipped fit (same SMs; its CSV timed "
+        "the fastest attention kernel, this one flash only) instead of fitting them",
+    )
+    parser.add_argument(
         "--fix",
         type=_fixed_parameter,
         action="append",
@@ -460,10 +517,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     catalog = load_catalog()
-    measurements = read_measurements(args.csv, catalog)
+    measurements = read_measurements(args.csv, catalog, args.attention)
     gpu = catalog.gpu(args.gpu) if args.gpu else catalog_gpu(measurements.gpu_name, catalog)
     options = [f"--fix {name}={value:g}" for name, value in args.fix]
+    kernels_from = same_sms(gpu, catalog.gpu(args.kernels_from)) if args.kernels_from else None
+    fixed = dict(args.fix)
+    if kernels_from:
+        carried = load_calibration(kernels_from)
+        fixed = {name: getattr(carried, name) for name in KERNEL_KEYS} | fixed
     options += [
+        *(["--attention", args.attention] if args.attention != "fastest" else []),
+        *(["--kernels-from", args.kernels_from] if args.kernels_from else []),
         *(["--allreduce", _relative(args.allreduce)] if args.allreduce else []),
         *(["--gpu", args.gpu] if args.gpu else []),
         *(["--out", _relative(args.out)] if args.out else []),
@@ -482,15 +546,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"; all-reduce: {_relative(args.allreduce)} ({collective.label}, "
             f"{len(collective.select('fit'))} {ALLREDUCE_MODE} points with split=fit)"
         )
+    if kernels_from:
+        source += f"; {', '.join(KERNEL_KEYS)}: the shipped fit of {kernels_from.name}"
     try:
-        calibration = fit(measurements, gpu, dict(args.fix))
+        calibration = fit(measurements, gpu, fixed)
     except ValidationError as exc:
         parser.error(f"--fix: {exc}")
     if allreduce:
         calibration = fit_allreduce(allreduce.measurements, allreduce.gpu, calibration)
     calibration = calibration.model_copy(update={"source": f"{source}, by `{command}`"})
-    floor = lowest_mfu_decode(measurements.select("decode", "fit"), gpu, calibration)
-    text = render(calibration, gpu, measurements, floor, allreduce)
+    text = render(calibration, gpu, measurements, allreduce, kernels_from)
     out = args.out or default_calibration_dir() / f"{gpu.name}.yaml"
     out.write_text(text)
     print(text, end="")

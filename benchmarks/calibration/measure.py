@@ -5,9 +5,11 @@ bf16 weights, times a few layers with CUDA graphs and CUDA events, and scales to
 
     ms_full_depth = ms_per_layer * n_layers + ms_lm_head
 
-Prefill rows: batch prompts of equal length (causal flash attention); the LM head runs on the last
-token of each prompt. Decode rows: one new token per sequence against a KV cache of `seq_len`
-tokens; the LM head runs on every sequence. Probe rows: a bf16 GEMM and a device copy, the
+Prefill rows: batch prompts of equal length (causal attention); the LM head runs on the last token
+of each prompt. Decode rows: one new token per sequence against a KV cache of `seq_len` tokens; the
+LM head runs on every sequence. Attention is PyTorch's SDPA: each point times every SDPA kernel
+that takes the shape (flash, cuDNN, efficient) on its own, times the layers with the fastest, and
+with flash as well (the `_flash` columns). Probe rows: a bf16 GEMM, a device copy and a read, the
 achieved ceilings. The TP all-reduce is not measured (one GPU): the planner models it separately.
 
     python benchmarks/calibration/measure.py            # full grid on a CUDA GPU, a few minutes
@@ -18,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import math
 import os
 import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +44,13 @@ MEMORY_FRACTION = 0.9
 TARGET_SAMPLE_MS = 2.0
 MAX_INNER_REPLAYS = 64
 SPIN_UP_S = 3.0
+# SDPA's kernels, by the name the CSV gives them; flash is the reference (the method's kernel before
+# the others were timed too).
+KERNELS: dict[str, SDPBackend] = {
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+}
 
 # Dense bf16 TFLOP/s and HBM GB/s from the vendors' datasheets; first matching substring wins.
 SPECS: tuple[tuple[str, float, float], ...] = (
@@ -66,6 +76,9 @@ COLUMNS = (
     "ms_attn_per_layer",
     "ms_lm_head",
     "ms_full_depth",
+    "attention",
+    *(f"ms_attn_{name}" for name in KERNELS),
+    "ms_full_depth_flash",
     "flops_full_depth",
     "linear_flops_full_depth",
     "attn_flops_full_depth",
@@ -91,6 +104,8 @@ class ModelShape:
     intermediate: int
     n_layers: int
     vocab: int
+    # A shape the fit never sees: every point of it is held out.
+    unseen: bool = False
 
     @property
     def heads(self) -> int:
@@ -143,6 +158,10 @@ CATALOG: tuple[ModelShape, ...] = (
     ModelShape("llama-3.1-70b", 8, 8192, 64, 8, 128, 28672, 80, 128256),
     ModelShape("llama-3.1-70b", 4, 8192, 64, 8, 128, 28672, 80, 128256),
     ModelShape("qwen2.5-7b", 1, 3584, 28, 4, 128, 18944, 28, 152064),
+    # Shards no fit sees, to judge how the fit carries to other shapes.
+    ModelShape("llama-3.1-8b", 2, 4096, 32, 8, 128, 14336, 32, 128256, unseen=True),
+    ModelShape("qwen2.5-32b", 2, 5120, 40, 8, 128, 27648, 64, 152064, unseen=True),
+    ModelShape("qwen2.5-72b", 8, 8192, 64, 8, 128, 29568, 80, 152064, unseen=True),
 )
 TINY = ModelShape("tiny", 1, 256, 4, 2, 64, 512, 4, 1000)
 
@@ -172,11 +191,11 @@ class Grid:
 
 
 FULL_GRID = Grid(
-    prefill_lengths=(128, 512, 1024, 2048, 4096, 8192, 16384),
+    prefill_lengths=(128, 512, 1024, 2048, 4096, 8192, 12288, 16384),
     prefill_batches=(1, 2, 4, 8, 16),
-    max_prefill_tokens=16384,
-    decode_batches=(1, 4, 16, 64, 128, 256),
-    decode_contexts=(512, 2048, 8192, 32768),
+    max_prefill_tokens=32768,
+    decode_batches=(1, 4, 16, 64, 128, 192, 256),
+    decode_contexts=(512, 2048, 4096, 8192, 16384, 32768),
     depth_check_prefill=((1, 2048),),
     depth_check_decode=((1, 2048), (64, 2048)),
     gemm_n=8192,
@@ -195,9 +214,10 @@ QUICK_GRID = Grid(
 )
 
 
-def split_for(index: int) -> str:
-    """Every third grid point of a (model, tp, phase) series is held out of the fit."""
-    return "holdout" if index % 3 == 2 else "fit"
+def split_for(index: int, shape: ModelShape) -> str:
+    """Every third grid point of a (model, tp, phase) series is held out of the fit, and every
+    point of an unseen shape."""
+    return "holdout" if shape.unseen or index % 3 == 2 else "fit"
 
 
 # ---- cost accounting (pure) -------------------------------------------------------------------
@@ -270,11 +290,15 @@ def mlp_block(h: torch.Tensor, w: LayerWeights, s: ModelShape) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class AttentionConfig:
-    """How attention is called on this device: backend pinning and GQA handling."""
+    """One SDPA kernel: its name (a CSV column suffix), backend pinning and GQA handling."""
 
+    name: str
     backend: Callable[[], AbstractContextManager[None]]
-    native_gqa: bool
-    label: str
+    native_gqa: bool = True
+
+    @property
+    def label(self) -> str:
+        return self.name if self.native_gqa else f"{self.name} (prefill K/V expanded for GQA)"
 
 
 def sdpa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cfg: AttentionConfig) -> torch.Tensor:
@@ -399,13 +423,25 @@ class Context:
     timer: Timer
     layers: int
     memory_budget: int
-    attention: AttentionConfig
+    # The SDPA kernels each phase may use, the reference one (flash on CUDA) first.
+    kernels: dict[str, tuple[AttentionConfig, ...]]
     gpu_name: str
     writer: Callable[[dict[str, object]], None]
 
     @property
     def method_note(self) -> str:
-        return f"tp all-reduce not included; attention {self.attention.label}; RoPE omitted"
+        return "tp all-reduce not included; RoPE omitted"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One point's times: the layers with the fastest attention kernel, and with the reference one."""
+
+    kernel: str  # the fastest kernel, the one the layers were timed with
+    ms_layer: float
+    ms_attn: dict[str, float]  # attention alone, per layer, by kernel
+    ms_head: float
+    ms_layer_reference: float
 
 
 def base_row(ctx: Context, s: ModelShape, phase: str) -> dict[str, object]:
@@ -419,17 +455,21 @@ def base_row(ctx: Context, s: ModelShape, phase: str) -> dict[str, object]:
     }
 
 
-def finish_row(row: dict[str, object], cost: Cost, ms_layer: float, ms_attn: float, ms_head: float) -> None:
-    total = ms_layer * int(str(row["n_layers"])) + ms_head
+def finish_row(row: dict[str, object], cost: Cost, timing: Timing) -> None:
+    layers = int(str(row["n_layers"]))
+    total = timing.ms_layer * layers + timing.ms_head
     row.update(
-        ms_per_layer=f"{ms_layer:.5f}",
-        ms_attn_per_layer=f"{ms_attn:.5f}",
-        ms_lm_head=f"{ms_head:.5f}",
+        ms_per_layer=f"{timing.ms_layer:.5f}",
+        ms_attn_per_layer=f"{timing.ms_attn[timing.kernel]:.5f}",
+        ms_lm_head=f"{timing.ms_head:.5f}",
         ms_full_depth=f"{total:.4f}",
+        attention=timing.kernel,
+        ms_full_depth_flash=f"{timing.ms_layer_reference * layers + timing.ms_head:.4f}",
         achieved_tflops=f"{cost.flops / total / 1e9:.2f}",
         achieved_gbps=f"{cost.bytes / total / 1e6:.1f}",
         status="ok",
     )
+    row.update({f"ms_attn_{name}": f"{ms:.5f}" for name, ms in timing.ms_attn.items()})
 
 
 def cost_columns(cost: Cost) -> dict[str, object]:
@@ -507,25 +547,54 @@ def failure_notes(exc: RuntimeError) -> dict[str, object]:
     return {"status": status, "notes": f"{type(exc).__name__}: {first_line}"}
 
 
-def time_prefill_point(ctx: Context, shard: Shard, point: Point) -> tuple[float, float, float]:
-    """(ms per layer, ms of attention per layer, ms of the LM head) for one prefill batch."""
+def time_with_fastest_kernel(
+    ctx: Context,
+    kernels: tuple[AttentionConfig, ...],
+    attention_ms: Callable[[AttentionConfig], float],
+    layer_ms: Callable[[AttentionConfig], float],
+    ms_head: float,
+) -> Timing:
+    """Attention alone with every kernel, then the layers with the fastest and with the reference
+    (the first). A kernel that refuses the shape is left out; the reference must take it."""
+    ms_attn: dict[str, float] = {}
+    for kernel in kernels:
+        try:
+            ms_attn[kernel.name] = attention_ms(kernel)
+        except RuntimeError:
+            if kernel is kernels[0]:
+                raise
+    fastest = next(k for k in kernels if k.name == min(ms_attn, key=ms_attn.__getitem__))
+    ms_layer = layer_ms(fastest)
+    reference = ms_layer if fastest is kernels[0] else layer_ms(kernels[0])
+    return Timing(fastest.name, ms_layer, ms_attn, ms_head, reference)
+
+
+def time_prefill_point(ctx: Context, shard: Shard, point: Point) -> Timing:
+    """One prefill batch through the timed layers, attention per kernel, and the LM head."""
     s, batch, length = shard.shape, point.batch, point.seq_len
     h = hidden_states(batch * length, s, ctx.device)
     q, k, v = split_qkv(F.linear(h, shard.layers[0].qkv), s, batch, length)
 
-    def step() -> torch.Tensor:
-        x = h
-        for w in shard.layers:
-            x = prefill_layer(x, w, s, batch, length, ctx.attention)
-        return x
+    def layer_ms(kernel: AttentionConfig) -> float:
+        def step() -> torch.Tensor:
+            x = h
+            for w in shard.layers:
+                x = prefill_layer(x, w, s, batch, length, kernel)
+            return x
 
-    ms_layer = ctx.timer.ms(step) / len(shard.layers)
-    ms_attn = ctx.timer.ms(lambda: sdpa_prefill(q, k, v, ctx.attention))
-    return ms_layer, ms_attn, lm_head_ms(ctx, shard, batch)
+        return ctx.timer.ms(step) / len(shard.layers)
+
+    return time_with_fastest_kernel(
+        ctx,
+        ctx.kernels["prefill"],
+        lambda kernel: ctx.timer.ms(lambda: sdpa_prefill(q, k, v, kernel)),
+        layer_ms,
+        lm_head_ms(ctx, shard, batch),
+    )
 
 
-def time_decode_point(ctx: Context, shard: Shard, point: Point) -> tuple[float, float, float]:
-    """(ms per layer, ms of attention per layer, ms of the LM head) for one decode step."""
+def time_decode_point(ctx: Context, shard: Shard, point: Point) -> Timing:
+    """One decode step through the timed layers, attention per kernel, and the LM head."""
     s, batch, context = shard.shape, point.batch, point.seq_len
     caches = [
         torch.randn(2, batch, s.kv_heads, context, s.head_dim, device=ctx.device, dtype=DTYPE)
@@ -534,15 +603,21 @@ def time_decode_point(ctx: Context, shard: Shard, point: Point) -> tuple[float, 
     h = hidden_states(batch, s, ctx.device)
     q = torch.randn(batch, s.kv_heads, s.heads // s.kv_heads, s.head_dim, device=ctx.device, dtype=DTYPE)
 
-    def step() -> torch.Tensor:
-        x = h
-        for w, cache in zip(shard.layers, caches, strict=True):
-            x = decode_layer(x, w, cache, s, ctx.attention)
-        return x
+    def layer_ms(kernel: AttentionConfig) -> float:
+        def step() -> torch.Tensor:
+            x = h
+            for w, cache in zip(shard.layers, caches, strict=True):
+                x = decode_layer(x, w, cache, s, kernel)
+            return x
 
-    ms_layer = ctx.timer.ms(step) / len(shard.layers)
-    ms_attn = ctx.timer.ms(lambda: [sdpa_decode(q, cache, ctx.attention) for cache in caches])
-    return ms_layer, ms_attn / len(shard.layers), lm_head_ms(ctx, shard, batch)
+        return ctx.timer.ms(step) / len(shard.layers)
+
+    def attention_ms(kernel: AttentionConfig) -> float:
+        return ctx.timer.ms(lambda: [sdpa_decode(q, cache, kernel) for cache in caches]) / len(caches)
+
+    return time_with_fastest_kernel(
+        ctx, ctx.kernels["decode"], attention_ms, layer_ms, lm_head_ms(ctx, shard, batch)
+    )
 
 
 def measure_points(ctx: Context, shard: Shard, phase: str, points: list[Point], note: str = "") -> None:
@@ -560,7 +635,7 @@ def measure_points(ctx: Context, shard: Shard, phase: str, points: list[Point], 
             }
         else:
             try:
-                finish_row(row, cost, *timer(ctx, shard, point))
+                finish_row(row, cost, timer(ctx, shard, point))
             except RuntimeError as exc:
                 row |= failure_notes(exc)
         ctx.writer(row)
@@ -572,8 +647,8 @@ def measure_model(ctx: Context, s: ModelShape) -> None:
     shard = build_shard(s, min(ctx.layers, s.n_layers), ctx.device)
     prefill = ctx.grid.prefill_points()
     decode = ctx.grid.decode_points()
-    measure_points(ctx, shard, "prefill", [Point(b, n, split_for(i)) for i, (b, n) in enumerate(prefill)])
-    measure_points(ctx, shard, "decode", [Point(b, c, split_for(i)) for i, (b, c) in enumerate(decode)])
+    measure_points(ctx, shard, "prefill", [Point(b, n, split_for(i, s)) for i, (b, n) in enumerate(prefill)])
+    measure_points(ctx, shard, "decode", [Point(b, c, split_for(i, s)) for i, (b, c) in enumerate(decode)])
 
 
 def measure_depth_check(ctx: Context, s: ModelShape) -> None:
@@ -627,6 +702,17 @@ def measure_copy(ctx: Context, label: str = "", graph: bool = True) -> None:
     )
 
 
+def measure_read(ctx: Context, label: str = "", graph: bool = True) -> None:
+    """A sum over a large buffer: HBM bytes read and nothing written, as decode's weight and KV reads."""
+    src = torch.randn(ctx.grid.copy_bytes // BYTES_PER_ELEMENT, device=ctx.device, dtype=DTYPE)
+    _, spec_gbps = spec_for(ctx.gpu_name)
+    ms = ctx.timer.ms(lambda: torch.sum(src, dtype=torch.float32), graph)
+    ctx.writer(
+        probe_row(ctx, f"read_d2d{label}", ms, 0.0, float(ctx.grid.copy_bytes))
+        | {"notes": "bytes read" + (f"; spec HBM {spec_gbps:g} GB/s" if spec_gbps else "")}
+    )
+
+
 def probe_row(ctx: Context, name: str, ms: float, flops: float, nbytes: float) -> dict[str, object]:
     return {
         "gpu_name": ctx.gpu_name,
@@ -654,22 +740,42 @@ def spec_for(gpu_name: str) -> tuple[float, float]:
     return 0.0, 0.0
 
 
-def attention_config(device: torch.device) -> AttentionConfig:
-    """Pin flash attention on CUDA; use SDPA's own GQA if flash takes it, else expand K/V."""
-    if device.type != "cuda":
-        return AttentionConfig(nullcontext, native_gqa=True, label="sdpa default backend (cpu)")
+def attention_kernels(device: torch.device, names: tuple[str, ...]) -> dict[str, tuple[AttentionConfig, ...]]:
+    """The SDPA kernels among `names` (the reference first) that take each phase's shapes here.
 
-    def flash() -> AbstractContextManager[None]:
-        return sdpa_kernel(SDPBackend.FLASH_ATTENTION)
+    Prefill: causal with SDPA's own GQA; flash, the reference, expands K/V if it lacks it, the
+    others are left out. Decode: the packed GQA layout of `sdpa_decode`, non-causal. On CUDA a
+    kernel must also run inside a CUDA graph, as every timing does.
+    """
+    q = torch.randn(2, 8, 64, 128, device=device, dtype=DTYPE)
+    kv = torch.randn(2, 2, 64, 128, device=device, dtype=DTYPE)
+    cache = torch.stack((kv, kv))
+    packed = torch.randn(2, 2, 4, 128, device=device, dtype=DTYPE)
 
-    q = torch.randn(1, 8, 64, 128, device=device, dtype=DTYPE)
-    kv = torch.randn(1, 2, 64, 128, device=device, dtype=DTYPE)
-    try:
-        with flash():
-            F.scaled_dot_product_attention(q, kv, kv, is_causal=True, enable_gqa=True)
-    except RuntimeError:
-        return AttentionConfig(flash, native_gqa=False, label="flash, prefill K/V expanded for GQA")
-    return AttentionConfig(flash, native_gqa=True, label="flash (sdpa enable_gqa)")
+    def accepts(call: Callable[[], torch.Tensor]) -> bool:
+        try:
+            call()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                with torch.cuda.graph(torch.cuda.CUDAGraph()):
+                    call()
+        except RuntimeError:
+            return False
+        return True
+
+    kernels: dict[str, tuple[AttentionConfig, ...]] = {"prefill": (), "decode": ()}
+    for name in names:
+        kernel = AttentionConfig(name, functools.partial(sdpa_kernel, KERNELS[name]))
+        if accepts(lambda: sdpa_prefill(q, kv, kv, kernel)):  # noqa: B023 (called at once)
+            kernels["prefill"] += (kernel,)
+        elif name == names[0]:
+            kernels["prefill"] += (AttentionConfig(name, kernel.backend, native_gqa=False),)
+        if accepts(lambda: sdpa_decode(packed, cache, kernel)):  # noqa: B023 (called at once)
+            kernels["decode"] += (kernel,)
+    for phase, found in kernels.items():
+        if not found or found[0].name != names[0]:
+            raise SystemExit(f"the reference attention kernel {names[0]} does not take {phase} shapes here")
+    return kernels
 
 
 def default_out(gpu_name: str) -> Path:
@@ -684,9 +790,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--layers", type=int, default=4, help="layers timed per point (default 4)")
     parser.add_argument("--reps", type=int, default=7, help="timed samples per point; median kept")
     parser.add_argument(
-        "--models", nargs="*", help="model names to measure (default all of the catalog)", default=None
+        "--models",
+        nargs="*",
+        help="models (NAME) or shards (NAME:TP) to measure (default all of the catalog)",
+        default=None,
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--kernels",
+        nargs="+",
+        choices=list(KERNELS),
+        default=tuple(KERNELS),
+        help="SDPA kernels to time, the reference first (default: all; `--kernels flash` is the "
+        "method of the first runs)",
+    )
+    args = parser.parse_args(argv)
+    args.kernels = tuple(args.kernels)
+    return args
 
 
 def main(argv: list[str]) -> int:
@@ -703,11 +822,13 @@ def main(argv: list[str]) -> int:
     total_memory = torch.cuda.get_device_properties(device).total_memory if cuda else 8 << 30
     models = (TINY,) if args.quick else CATALOG
     if args.models:
-        unknown = set(args.models) - {m.name for m in models}
+        # A model's name takes all its shards, name:tp one.
+        known = {m.name for m in models} | {f"{m.name}:{m.tp}" for m in models}
+        unknown = set(args.models) - known
         if unknown:
             print(f"unknown models: {sorted(unknown)}", file=sys.stderr)
             return 2
-        models = tuple(m for m in models if m.name in args.models)
+        models = tuple(m for m in models if {m.name, f"{m.name}:{m.tp}"} & set(args.models))
     torch.manual_seed(0)
 
     out: Path = args.out or default_out(gpu_name)
@@ -733,16 +854,19 @@ def main(argv: list[str]) -> int:
             timer=Timer(device, reps=args.reps),
             layers=args.layers,
             memory_budget=int(total_memory * MEMORY_FRACTION),
-            attention=attention_config(device),
+            kernels=attention_kernels(device, args.kernels),
             gpu_name=gpu_name,
             writer=write,
         )
-        print(f"{gpu_name}, torch {torch.__version__}, attention: {ctx.attention.label}", flush=True)
+        kernels = {phase: ", ".join(k.label for k in found) for phase, found in ctx.kernels.items()}
+        print(f"{gpu_name}, torch {torch.__version__}, attention kernels: {kernels}", flush=True)
         started = time.perf_counter()
         with torch.inference_mode():
             measure_gemm(ctx)
             measure_copy(ctx)
             measure_copy(ctx, label="_eager", graph=False)
+            measure_read(ctx)
+            measure_read(ctx, label="_eager", graph=False)
             measure_gemm(ctx, label="_sustained", spin_up_s=SPIN_UP_S)
             measure_gemm(ctx, label="_eager", graph=False)
             for shape in models:

@@ -16,7 +16,9 @@ B=$REPO/build/routerbench-offline
 PY=3.12 PY_TUPLE=3,12
 PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
     --platform manylinux_2_5_x86_64)
-RUNTIME=(aiohttp uvicorn uvloop httptools msgspec "pydantic>=2.7,<3" prometheus-client pyzmq)
+RUNTIME=(aiohttp "uvicorn>=0.54,<0.55" uvloop httptools msgspec "pydantic>=2.7,<3" prometheus-client pyzmq pyyaml starlette
+    "opentelemetry-api>=1.27,<2" "opentelemetry-sdk>=1.27,<2" "opentelemetry-exporter-otlp-proto-http>=1.27,<2")
+COMPONENTS=(api cli planner router)  # what the router imports (it sizes handoffs by the planner's formula)
 
 case "${1:-}" in
 pack)
@@ -27,7 +29,7 @@ pack)
     rm -rf "$B/debs"
     python3 -m pip download -q --only-binary=:all: --python-version "$PY" --implementation cp --abi "cp${PY/./}" \
         "${PLATFORMS[@]}" -d "$B/wheels" "${RUNTIME[@]}" vllm-router==0.1.17 py-spy
-    git -C "$REPO" archive "$rev" api cli router | tar -x -C "$B/before"
+    git -C "$REPO" archive "$rev" "${COMPONENTS[@]}" | tar -x -C "$B/before"
     du -sh "$B"
     ;;
 run)
@@ -40,7 +42,7 @@ run)
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q "${RUNTIME[@]}"
     mkdir -p "$tree/tandem"
-    for component in api cli router; do ln -sfn "$REPO/$component" "$tree/tandem/$component"; done
+    for component in "${COMPONENTS[@]}"; do ln -sfn "$REPO/$component" "$tree/tandem/$component"; done
     cd "$REPO"
     PYTHONPATH=$tree "$venv/bin/python" benchmarks/router/run.py --compare "$B/before" "$@"
     ;;

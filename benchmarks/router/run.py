@@ -15,8 +15,10 @@ worker, round robin) and Tandem's router (static mode, one decode endpoint, a sh
 
 then holds 5,000 concurrent SSE streams (a slow stream: one event a second) open through Tandem's
 router and through vllm-router, counting errors and sampling the proxy's peak RSS. Targets are
-rounds of interleaved measurements; each figure is the best of its rounds (other load on a shared
-machine only ever slows a run down). Ratios are what count: absolute figures depend on the machine.
+rounds of interleaved measurements, the proxies taking turns at going first; each figure is the
+best of its rounds (other load on a shared machine only ever slows a run down), and Tandem against
+a `--compare` revision is also the median of the rounds' ratios. Ratios are what count: absolute
+figures depend on the machine.
 
 Sets up what is missing: nginx and its echo module (apt-get, Debian), wrk (apt-get), vllm-router
 and py-spy in a throwaway venv under --work-dir (never the project's venv). Binds loopback only,
@@ -38,6 +40,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -360,8 +363,9 @@ def start_tandem(
 
 def comparison_tree(work: Path, source: str) -> Path:
     """Tandem's router from elsewhere, shaped like the installed package (for PYTHONPATH): `source`
-    is a git revision, or a directory holding a copy of the repository's api/, cli/ and router/."""
-    components = ("api", "cli", "router")
+    is a git revision, or a directory holding a copy of the repository's api/, cli/, planner/ and
+    router/ (the router sizes handoffs by the planner's formula)."""
+    components = ("api", "cli", "planner", "router")
     if Path(source).is_dir():
         src = Path(source).resolve()
         root = work / f"dir-{hashlib.sha1(str(src).encode()).hexdigest()[:10]}"
@@ -449,8 +453,10 @@ class Figures:
     p99_ms: float = float("inf")
     errors: int = 0  # over all rounds
     rss_mb: float = 0.0
+    rounds: list[tuple[Load, Load]] = field(default_factory=list)  # (completions, streams) of each round
 
     def add(self, completions: Load, streams: Load, latency: Load) -> None:
+        self.rounds.append((completions, streams))
         self.json_rps = max(self.json_rps, completions.rps)
         self.json_per_cpu_s = max(self.json_per_cpu_s, completions.per_cpu_s or 0.0)
         self.sse_rps = max(self.sse_rps, streams.rps)
@@ -476,9 +482,10 @@ def measure(tools: Tools, cpus: str, target: Target, seconds: int, figures: Figu
     if target.proc is not None:
         figures.rss_mb = max(figures.rss_mb, rss_mb(target.proc.pid))
     per_cpu = f"{completions.per_cpu_s:>7.0f} per CPU-s" if completions.per_cpu_s else " " * 17
+    sse_per_cpu = f"{streams.per_cpu_s:>7.0f} per CPU-s" if streams.per_cpu_s else " " * 17
     print(
-        f"#   {target.name:<20} {completions.rps:>7.0f} req/s {per_cpu}  {streams.rps:>7.0f} SSE req/s  "
-        f"p50 {latency.p50_ms:.3f} ms  p99 {latency.p99_ms:.3f} ms  errors {figures.errors}",
+        f"#   {target.name:<20} {completions.rps:>7.0f} req/s {per_cpu}  {streams.rps:>7.0f} SSE req/s "
+        f"{sse_per_cpu}  p50 {latency.p50_ms:.3f} ms  p99 {latency.p99_ms:.3f} ms  errors {figures.errors}",
         flush=True,
     )
 
@@ -606,6 +613,10 @@ def report(results: dict[str, Figures], holds: list[Hold]) -> None:
                     f"SSE req/s {f.sse_rps / rust.sse_rps:.2f} "
                     f"(per CPU-s {f.sse_per_cpu_s / rust.sse_per_cpu_s:.2f})"
                 )
+    if TANDEM in results:
+        for name, f in results.items():
+            if name.startswith(f"{TANDEM}@"):
+                print(paired(results[TANDEM], f, name))
     if holds:
         print()
         print(
@@ -625,6 +636,19 @@ def report(results: dict[str, Figures], holds: list[Hold]) -> None:
         print()
         for what, value, ok in targets_met(results, holds):
             print(f"target: {what:<44}{value:>24}  {'met' if ok else 'NOT met'}")
+
+
+def paired(tandem: Figures, other: Figures, name: str) -> str:
+    """Tandem against another of its revisions, round by round: the median of the rounds' ratios
+    (a round measures both under about the same load from elsewhere, so its ratio cancels most of it)."""
+    rounds = list(zip(tandem.rounds, other.rounds, strict=True))
+    figures = []
+    for i, what in ((0, "req/s"), (1, "SSE req/s")):
+        wall = [a[i].rps / b[i].rps for a, b in rounds]
+        cpu = [a[i].per_cpu_s / b[i].per_cpu_s for a, b in rounds if a[i].per_cpu_s and b[i].per_cpu_s]
+        per_cpu = f"{statistics.median(cpu):.3f}" if cpu else "-"
+        figures.append(f"{what} {statistics.median(wall):.3f} (per CPU-s {per_cpu})")
+    return f"{TANDEM} / {name}, medians of {len(rounds)} paired rounds: {', '.join(figures)}"
 
 
 def targets_met(results: dict[str, Figures], holds: list[Hold]) -> list[tuple[str, str, bool]]:
@@ -711,7 +735,12 @@ def main() -> int:
         results = {t.name: Figures() for t in targets}
         for round_ in range(args.rounds):
             print(f"# round {round_ + 1}/{args.rounds}", flush=True)
-            for target in targets:
+            # The proxies take turns at going first: a target measured always in the same place
+            # (say, right after the backend alone at full speed) read up to 13% low on the 2-core
+            # machine against the same code measured elsewhere in the round.
+            proxies = targets[1:]
+            turn = round_ % len(proxies) if proxies else 0
+            for target in [targets[0], *proxies[turn:], *proxies[:turn]]:
                 measure(tools, load_cpus, target, args.seconds, results[target.name])
         if args.profile and TANDEM in only:
             tandem = next(t for t in targets if t.name == TANDEM)

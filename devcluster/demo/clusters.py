@@ -78,9 +78,8 @@ class DevClusterTarget:
         return self._cluster.api_client()
 
     def chart_values(self) -> dict[str, Any]:
-        # The kubelet runs any image whose repository is `tandem` with this installation, as local
-        # processes of this machine's Python, which the images' uid may not reach: no uid.
-        return {"runAsUser": None}
+        # The kubelet runs any image whose repository is `tandem` with this installation.
+        return {}
 
     def service_url(self, namespace: str, service: str, port: int) -> str:
         with self.api_client() as api:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from tandem.operator.build.meta import Manifest, manifest, metadata
+from tandem.operator.build.meta import Manifest, manifest
 from tandem.operator.capabilities import Capabilities
-from tandem.operator.naming import PoolRef
 
 
-def disruption_budget(
-    pool: PoolRef, caps: Capabilities, name: str, labels: dict[str, str], selector: dict[str, str]
-) -> Manifest:
+def disruption_budget(caps: Capabilities, meta: Manifest, selector: dict[str, str]) -> Manifest:
+    """``meta``: the budget's metadata (that of the component it guards)."""
     # maxUnavailable rather than minAvailable: a one-replica component must still let a node drain.
     return manifest(
         caps.pdb_api_version,
         "PodDisruptionBudget",
-        metadata(pool, name, labels),
+        meta,
         spec={"maxUnavailable": 1, "selector": {"matchLabels": selector}},
     )

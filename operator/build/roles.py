@@ -1,9 +1,8 @@
-"""A role's children: LMCache ConfigMap, workload (Deployment or LeaderWorkerSet), headless Service, PDB."""
+"""A role's children: its connector's configuration (LMCache's ConfigMap), workload (Deployment or
+LeaderWorkerSet), headless Service, PDB."""
 
 from __future__ import annotations
 
-from tandem.api import KvConnector
-from tandem.operator.build import kv
 from tandem.operator.build.budget import disruption_budget
 from tandem.operator.build.engine import (
     HTTP_PORT,
@@ -15,12 +14,30 @@ from tandem.operator.build.engine import (
 from tandem.operator.build.meta import Manifest, manifest, metadata
 from tandem.operator.capabilities import Capabilities
 from tandem.operator.layout import RoleLayout
-from tandem.operator.naming import Role
+from tandem.operator.naming import (
+    REPLICAS_BY_OPERATOR,
+    REPLICAS_OWNER_ANNOTATION,
+    PoolRef,
+    Role,
+)
 
 # Engines hold GPUs: a rollout replaces pods in place instead of asking for spare GPUs.
 ENGINE_ROLLOUT = {"maxSurge": 0, "maxUnavailable": 1}
 # Model loads are slow; a rollout is declared stuck only after an hour.
 PROGRESS_DEADLINE_SECONDS = 3600
+
+
+def _workload_metadata(pool: PoolRef, layout: RoleLayout) -> Manifest:
+    """Where an HPA or KEDA sets the replicas, the operator leaves both the count and the owner
+    annotation to the handover (``autoscale.handover``), whose field manager then holds them."""
+    meta = metadata(pool, pool.role_workload(layout.role), pool.engine_labels(layout.role))
+    if not layout.external_replicas:
+        meta["annotations"] = {REPLICAS_OWNER_ANNOTATION: REPLICAS_BY_OPERATOR}
+    return meta
+
+
+def _replicas(layout: RoleLayout) -> Manifest:
+    return {} if layout.external_replicas else {"replicas": layout.replicas}
 
 
 def deployment(ctx: EngineContext, layout: RoleLayout, config_digest: str | None) -> Manifest:
@@ -29,9 +46,9 @@ def deployment(ctx: EngineContext, layout: RoleLayout, config_digest: str | None
     return manifest(
         "apps/v1",
         "Deployment",
-        metadata(pool, pool.role_workload(role), labels),
+        _workload_metadata(pool, layout),
         spec={
-            "replicas": layout.replicas,
+            **_replicas(layout),
             "selector": {"matchLabels": pool.engine_selector(role)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": dict(ENGINE_ROLLOUT)},
             "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
@@ -54,9 +71,9 @@ def leader_worker_set(
     return manifest(
         api_version,
         "LeaderWorkerSet",
-        metadata(pool, pool.role_workload(role), labels),
+        _workload_metadata(pool, layout),
         spec={
-            "replicas": layout.replicas,
+            **_replicas(layout),
             "startupPolicy": "LeaderCreated",
             "rolloutStrategy": {"type": "RollingUpdate", "rollingUpdateConfiguration": dict(ENGINE_ROLLOUT)},
             "leaderWorkerTemplate": {
@@ -77,11 +94,8 @@ def leader_worker_set(
 
 def headless_service(ctx: EngineContext, role: Role) -> Manifest:
     """The role's endpoints for the router (it reads the Service's EndpointSlices)."""
-    ports = [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}]
-    if role is Role.DECODE and ctx.layout.connector is KvConnector.LMCACHE:
-        options = ctx.spec.disaggregation.kv_transfer.lmcache
-        for name, port in kv.decoder_port_names(options, ctx.layout.decode.tensor_parallel):
-            ports.append({"name": name, "port": port, "targetPort": name, "protocol": "TCP"})
+    named = [("http", HTTP_PORT), *ctx.kv.service_ports(ctx, role)]
+    ports = [{"name": name, "port": port, "targetPort": name, "protocol": "TCP"} for name, port in named]
     pool = ctx.pool
     return manifest(
         "v1",
@@ -93,14 +107,9 @@ def headless_service(ctx: EngineContext, role: Role) -> Manifest:
 
 def role_objects(ctx: EngineContext, caps: Capabilities, role: Role) -> list[Manifest]:
     layout = ctx.layout.role(role)
-    objects: list[Manifest] = []
-    digest = None
-    if ctx.layout.connector is KvConnector.LMCACHE:
-        options = ctx.spec.disaggregation.kv_transfer.lmcache
-        config = kv.lmcache_config(ctx.pool, role, options, layout.tensor_parallel)
-        text = kv.lmcache_yaml(config)
-        objects.append(kv.lmcache_config_map(ctx.pool, role, text))
-        digest = kv.digest(text)
+    config = ctx.kv.role_config(ctx, layout)
+    objects: list[Manifest] = list(config.objects)
+    digest = config.digest
     if ctx.multi_node(layout):
         if caps.lws_api_version is None:
             raise ValueError(f"{role} spans nodes but the cluster serves no LeaderWorkerSet")
@@ -112,6 +121,8 @@ def role_objects(ctx: EngineContext, caps: Capabilities, role: Role) -> list[Man
         pool = ctx.pool
         name = pool.role_workload(role)
         objects.append(
-            disruption_budget(pool, caps, name, pool.engine_labels(role), pool.engine_selector(role))
+            disruption_budget(
+                caps, metadata(pool, name, pool.engine_labels(role)), pool.engine_selector(role)
+            )
         )
     return objects

@@ -22,18 +22,16 @@ def estimate_prompt_tokens(chars: int) -> int:
     return -(-chars // CHARS_PER_TOKEN)
 
 
-def needs_exact_count(estimate: int, policy: RoutingPolicy, *, connector_needs_ids: bool) -> bool:
+def needs_exact_count(estimate: int, policy: RoutingPolicy) -> bool:
     """Whether to ask an engine's /tokenize before deciding.
 
-    Only a request that might become a handoff pays for it: always when the connector sends token
-    ids (LMCache) and the estimate is not clearly below the threshold, else only near the threshold.
+    Only a request that might become a handoff pays for it: one whose estimate is not clearly below
+    the threshold. A handoff needs the exact count, whatever the connector: its decode leg's length
+    budget is the context length less the prompt (and LMCache's legs send the token ids).
     """
     if policy.mode == DisaggregationMode.NEVER:
         return False
-    low = policy.threshold * (1 - EXACT_COUNT_MARGIN)
-    if connector_needs_ids:
-        return estimate >= low
-    return low <= estimate <= policy.threshold * (1 + EXACT_COUNT_MARGIN)
+    return estimate >= policy.threshold * (1 - EXACT_COUNT_MARGIN)
 
 
 def wants_disaggregation(facts: RequestFacts, policy: RoutingPolicy) -> bool:

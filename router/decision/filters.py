@@ -23,10 +23,10 @@ def excluding(urls: Collection[str]) -> Filter:
 
 
 def below_load(limit: float) -> Filter:
-    """Drop endpoints whose load reached the limit (a saturated prefiller)."""
+    """Drop endpoints whose load per engine reached the limit (a saturated prefiller)."""
 
     def keep(endpoints: Sequence[EndpointSnapshot]) -> tuple[EndpointSnapshot, ...]:
-        return tuple(e for e in endpoints if e.load < limit)
+        return tuple(e for e in endpoints if e.load_per_engine < limit)
 
     return keep
 

@@ -6,8 +6,9 @@ import random
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from tandem.api.spec import BalancePolicy, DisaggregationMode
+from tandem.api.spec import DisaggregationMode
 from tandem.router.decision import filters, pickers, scorers
+from tandem.router.decision.balance import BALANCE
 from tandem.router.decision.classify import Route, wants_disaggregation
 from tandem.router.decision.snapshot import EndpointSnapshot, RequestFacts, RoutingPolicy
 from tandem.router.errors import Ineligibility, NoEligibleEndpointError
@@ -28,16 +29,7 @@ def pick_decode(
     turn: int,
     rng: random.Random | None,
 ) -> EndpointSnapshot:
-    match policy.balance:
-        case BalancePolicy.ROUND_ROBIN:
-            return pickers.round_robin(candidates, turn)
-        case BalancePolicy.RANDOM:
-            return pickers.uniform(candidates, rng or random.Random(turn))
-        case BalancePolicy.SESSION if facts.session_key is not None:
-            return pickers.highest(candidates, scorers.affinity(facts.session_key))
-        case BalancePolicy.PREFIX if facts.prefix_key is not None:
-            return pickers.highest(candidates, scorers.affinity(facts.prefix_key))
-    return pickers.highest(candidates, scorers.least_load, turn)
+    return BALANCE[policy.balance].pick(candidates, facts, turn, rng)
 
 
 def plan_route(

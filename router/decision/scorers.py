@@ -14,7 +14,11 @@ KV_USAGE_WEIGHT = 0.5
 
 
 def least_load(endpoint: EndpointSnapshot) -> float:
-    return 1.0 / (1.0 + endpoint.load + KV_USAGE_WEIGHT * min(max(endpoint.kv_usage, 0.0), 1.0))
+    """Fewest open requests per engine (a DP endpoint spreads its requests over its ranks). Each
+    failure in a row counts as one more: an endpoint that fails fast holds no requests open, and
+    would otherwise look the least loaded of all."""
+    load = endpoint.load_per_engine + endpoint.failures
+    return 1.0 / (1.0 + load + KV_USAGE_WEIGHT * min(max(endpoint.kv_usage_per_engine, 0.0), 1.0))
 
 
 def affinity(key: str) -> Scorer:

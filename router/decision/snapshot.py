@@ -24,14 +24,26 @@ class EndpointSnapshot:
     running: float = 0.0  # vllm:num_requests_running, last scrape
     waiting: float = 0.0  # vllm:num_requests_waiting, last scrape
     kv_usage: float = 0.0  # vllm:kv_cache_usage_perc in [0, 1]
-    healthy: bool = True
+    healthy: bool = True  # in rotation
+    failures: int = 0  # requests it failed in a row, since its last success
     buffer_free_chunks: int | None = None  # LMCache PD buffer chunks free on a decoder; None: not tracked
+    engines: int = 1  # DP ranks behind the endpoint, which vLLM balances among (its internal DP LB)
 
     @property
     def load(self) -> float:
         """Open requests. The router's own count is exact for its requests; the engine's count
         includes other replicas' requests but lags by a scrape interval, so take the larger."""
         return max(float(self.in_flight), self.running + self.waiting)
+
+    @property
+    def load_per_engine(self) -> float:
+        """Open requests per DP rank: what one engine's batch holds when vLLM spreads them."""
+        return self.load / self.engines
+
+    @property
+    def kv_usage_per_engine(self) -> float:
+        """The ranks' mean KV cache fill (the scrape sums the gauge over their `engine` labels)."""
+        return self.kv_usage / self.engines
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from tandem.api.resource import GROUP, PLURAL, VERSION
+from tandem.router.connectors.registry import CONNECTORS
 from tandem.router.discovery import slices
 from tandem.router.discovery.sink import DiscoverySink
 from tandem.router.discovery.watch import follow
@@ -84,6 +85,7 @@ class KubernetesDiscovery:
         self._settings = settings
         self._sink = sink
         self._synced_pools: set[str] = set()
+        self._unheard: frozenset[str] = frozenset()  # pools warned of: no notification port
         self._slices_synced = False
 
     def _pool_config(self, obj: dict[str, Any]) -> PoolConfig | None:
@@ -105,13 +107,30 @@ class KubernetesDiscovery:
 
     def _on_pool(self, kind: str, obj: dict[str, Any]) -> None:
         name = obj["metadata"]["name"]
-        if kind == "DELETED" or name not in self._k8s.pools:
-            return  # a deleted pool's router is deleted with it; serve on until then
+        if name not in self._k8s.pools:
+            return
+        if kind == "DELETED":
+            self._sink.drop_pool(name)
+            return
         pool = self._pool_config(obj)
         if pool is not None:
+            self._check_notifications(pool)
             self._sink.set_pool(pool)
             self._synced_pools.add(name)
             self._maybe_synced()
+
+    def _check_notifications(self, pool: PoolConfig) -> None:
+        """Warn, once per pool, where its connector notifies and this router opened no port."""
+        unheard = CONNECTORS[pool.connector].notifies and self._settings.notify_listen_port() is None
+        if unheard and pool.name not in self._unheard:
+            log.warning(
+                "InferencePool %s: its %s prefillers notify the router, but this router has no "
+                "--notify-port (the operator gives it to the routers of such pools), so its handoffs "
+                "wait out their timeout",
+                pool.name,
+                pool.connector.value,
+            )
+        self._unheard = self._unheard | {pool.name} if unheard else self._unheard - {pool.name}
 
     def _maybe_synced(self) -> None:
         if self._slices_synced:

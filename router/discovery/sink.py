@@ -22,3 +22,6 @@ class DiscoverySink(Protocol):
 
     def mark_synced(self, pool: str) -> None:
         """The pool's settings and endpoints have been listed once."""
+
+    def drop_pool(self, pool: str) -> None:
+        """The pool was deleted."""

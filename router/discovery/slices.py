@@ -1,7 +1,8 @@
 """EndpointSlices as the router reads them: pure functions over the API server's JSON.
 
 A slice belongs to the Service named by its `kubernetes.io/service-name` label, and the Service's
-name alone gives the role: `<pool>-prefill`, `<pool>-decode`, `<pool>-router`, matched exactly.
+name alone gives the role: `<pool>-prefill`, `<pool>-decode`, and `<pool>-kv-notify` (the router
+replicas' notification port), matched exactly.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ NOTIFY_PORT = "kv-notify"
 class ServiceKind(StrEnum):
     PREFILL = "prefill"
     DECODE = "decode"
-    ROUTER = "router"
+    NOTIFY = "kv-notify"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,5 +13,5 @@ def publish_static(static: StaticPoolSettings, settings: RouterSettings, sink: D
     sink.set_pool(config)
     sink.set_endpoints(config.name, Role.PREFILL, [EndpointAddress(url) for url in static.prefill])
     sink.set_endpoints(config.name, Role.DECODE, [EndpointAddress(url) for url in static.decode])
-    sink.set_peers(config.name, settings.notify_peers)
+    sink.set_peers(config.name, (*settings.notify_peers, settings.replica_id()))
     sink.mark_synced(config.name)

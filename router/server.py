@@ -1,0 +1,377 @@
+"""The router's HTTP server: uvicorn on uvloop and httptools, with the edge limits uvicorn lacks.
+
+What uvicorn 0.54 limits by itself (read from `uvicorn/protocols/http/`): with httptools, nothing
+of the request head -- llhttp buffers headers of any size and number (a 20 MB header, 100k
+headers: served) -- and no timer runs from a connection's opening to its first response:
+`timeout_keep_alive` only closes connections idle *between* requests, so a client may take
+forever over its head, or its body. With h11, `h11_max_incomplete_event_size` (16 KiB) bounds only
+a head still incomplete (a 20 KB head read in one piece is served), the answer is a 400 in
+text/plain (not h11's 431 hint), and nothing bounds the count; h11 is also the slower parser
+(asgi.py has the measurements). `limit_concurrency` answers 503 in text/plain.
+
+So the router keeps httptools and its protocol here adds, per connection:
+
+- at most `max_header_count` headers and `max_header_bytes` of request line and headers, else 431
+  (414 when the URL alone is over);
+- the head complete within `header_timeout_s` of its first byte (of the connection's opening, for
+  the first request), else 408, or a plain close when nothing of a request came; the body within
+  `body_timeout_s` of the head, else 408 (the app, which then sees the client leave, is told by
+  ANSWERED_BY_SERVER in the scope);
+- OpenAI-style JSON for these and for uvicorn's 400 on a malformed request. The refusal is
+  written, the sending side shut, and what the client still sends read and dropped for a moment
+  (LINGER_S), so a client busy sending its huge head still reads the answer rather than a reset;
+- an answer's head written with its first body bytes (`OneWriteCycle`, HTTP/1.1): uvicorn writes
+  the head alone as soon as the app starts the answer, a system call more per request;
+- for HTTP/1.0 clients, which cannot read chunked framing (RFC 9112 §6.1: "A server MUST NOT send
+  a response containing Transfer-Encoding unless the corresponding request indicates HTTP/1.1"),
+  a body of unknown length (a stream) delimited by closing the connection, as RFC 9112 §6.3 allows.
+
+A timer runs only while a head or a body is incomplete at the end of a read: a request that
+arrives whole costs none (an asyncio.timeout in the app cost 7 µs a request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import httptools
+import uvicorn
+from uvicorn._types import ASGISendEvent
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+from uvicorn.server import ServerState
+
+from tandem.router.asgi import ANSWERED_BY_SERVER
+from tandem.router.errors import (
+    BadRequestError,
+    HeadersTooLargeError,
+    RequestTimeoutError,
+    RouterError,
+    UriTooLongError,
+)
+from tandem.router.reply import JSON_CONTENT_TYPE
+from tandem.router.settings import RouterSettings
+
+log = logging.getLogger(__name__)
+
+LINGER_S = 2.0  # after a refusal, how long what the client still sends is read and dropped
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+
+
+class RouterServerConfig(uvicorn.Config):
+    """uvicorn's configuration, carrying the router settings its protocol reads its limits from."""
+
+    def __init__(self, app: Any, settings: RouterSettings, **kwargs: Any) -> None:
+        super().__init__(app, http=EdgeProtocol, **kwargs)
+        self.router_settings = settings
+
+
+def server_config(app: Any, settings: RouterSettings, *, log_level: str) -> RouterServerConfig:
+    """How the router is served, by `tandem router` and by the tests alike."""
+    return RouterServerConfig(
+        app,
+        settings,
+        host=settings.listen_host(),
+        port=settings.port,
+        loop="uvloop",
+        ws="none",
+        lifespan="on",
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        log_level=log_level,
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+        backlog=2048,
+    )
+
+
+class _Refusal(Exception):  # noqa: N818 -- not an error: how a parser callback stops the parse
+    def __init__(self, error: RouterError) -> None:
+        self.error = error
+
+
+class EdgeProtocol(HttpToolsProtocol):
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        assert isinstance(config, RouterServerConfig)
+        self._settings = settings = config.router_settings
+        self._max_header_count, self._max_header_bytes = settings.max_header_count, settings.max_header_bytes
+        self._in_head = False  # between a request's first byte and its last header
+        self._in_body = False  # between its last header and the end of its body
+        # The head's size is counted only where a read could hold more of it than the limit. While
+        # it is incomplete, the reads that were head from end to end bound what llhttp buffers (a
+        # header still incomplete sits there, unseen); once complete, it is at most those reads and
+        # the last one, and only above the limit is it summed exactly from the parsed headers.
+        self._head_reads_bytes = 0
+        self._read_bytes = 0  # of the read being parsed
+        self._began_in_read = False
+        # One timer at a time: for the head, then for the body. Armed only while one is incomplete
+        # at the end of a read, so a request that arrives whole costs no timer.
+        self._timer: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self._settings.header_timeout_s)  # the first head is due from the opening
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    # Parser callbacks (the base class's called directly: they run for every request)
+
+    def on_message_begin(self) -> None:
+        HttpToolsProtocol.on_message_begin(self)
+        self._in_head = self._began_in_read = True
+        self._head_reads_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        if len(self.headers) > self._max_header_count or (
+            self._head_reads_bytes + self._read_bytes > self._max_header_bytes
+            and len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+            > self._max_header_bytes
+        ):
+            raise _Refusal(self._oversized())
+        self._in_head, self._in_body = False, True
+        if self._timer is not None:
+            self._disarm()
+        HttpToolsProtocol.on_headers_complete(self)
+        if self.scope["http_version"] == "1.0":
+            self.cycle.__class__ = CloseDelimitedCycle
+        else:
+            self.cycle.__class__ = OneWriteCycle
+            self.cycle.loop = self.loop  # type: ignore[attr-defined]
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        if self._timer is not None:
+            self._disarm()
+        HttpToolsProtocol.on_message_complete(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering: dropped
+        self._unset_keepalive_if_required()
+        self._began_in_read, self._read_bytes = False, len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            # Raised in a callback: one of ours, or uvicorn's on a URL it cannot decode.
+            refusal = exc.__context__
+            self._refuse(refusal.error if isinstance(refusal, _Refusal) else _malformed())
+            return
+        except httptools.HttpParserError:
+            self._refuse(_malformed())
+            return
+        except httptools.HttpParserUpgrade:
+            self._unsupported_upgrade_warning()  # no WebSocket here (ws="none"): served as plain HTTP
+        if self._in_head:
+            if not self._began_in_read:  # head from end to end
+                self._head_reads_bytes += len(data)
+            if self._head_reads_bytes > self._max_header_bytes or len(self.headers) > self._max_header_count:
+                self._refuse(self._oversized())
+                return
+        if self._timer is None and self._in_head:
+            self._arm(self._settings.header_timeout_s)
+        elif self._timer is None and self._in_body:
+            self._arm(self._settings.body_timeout_s)
+
+    def _oversized(self) -> RouterError:
+        if len(self.headers) > self._max_header_count:
+            count = self._max_header_count
+            return HeadersTooLargeError(f"More than {count} headers.", code="too_many_headers")
+        if len(self.url) > self._max_header_bytes:
+            return UriTooLongError(f"URL over {self._max_header_bytes} bytes.", code="uri_too_long")
+        return HeadersTooLargeError(
+            f"Request line and headers over {self._max_header_bytes} bytes.", code="headers_too_large"
+        )
+
+    # Time
+
+    def _arm(self, seconds: float) -> None:
+        self._timer = self.loop.call_later(seconds, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._in_head:
+            timeout = self._settings.header_timeout_s
+            self._refuse(
+                RequestTimeoutError(f"Request head not complete within {timeout:g} s.", code="header_timeout")
+            )
+        elif self._in_body:
+            self._body_timed_out()
+        elif not self.transport.is_closing():
+            self.transport.close()  # a new connection that sent nothing: nobody to answer
+
+    def _body_timed_out(self) -> None:
+        cycle = self.cycle
+        if any(queued is cycle for queued, _ in self.pipeline):
+            # Pipelined behind another request, whose answer holds the reading: not the client's doing.
+            self._arm(self._settings.body_timeout_s)
+            return
+        self._refused = True
+        timeout = self._settings.body_timeout_s
+        error = RequestTimeoutError(f"Request body not complete within {timeout:g} s.", code="body_timeout")
+        log.info("refused a request from %s: %d %s", _address(self.client), error.status, error.code)
+        if cycle.response_started:  # the app answered without the whole body (a 401, a 413)
+            cycle.keep_alive = False
+            if cycle.response_complete:
+                self.transport.close()
+            return
+        cycle.scope[ANSWERED_BY_SERVER] = True  # type: ignore[literal-required]
+        cycle.disconnected = True  # the app's receive() now says the client left; its sends go nowhere
+        cycle.message_event.set()
+        self._answer(error)
+
+    # Answers the app never sees
+
+    def _refuse(self, error: RouterError) -> None:
+        """Answer `error` and close. Behind a request still being answered (pipelining), no answer
+        can be slotted in: that one is completed, then the connection closes."""
+        self._refused = True
+        self._disarm()
+        log.info("refused a request from %s: %d %s", _address(self.client), error.status, error.code)
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+            return
+        self._answer(error)
+
+    def _answer(self, error: RouterError) -> None:
+        body = error.body()
+        head = [STATUS_LINE[error.status]]
+        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        head += [
+            b"content-type: " + JSON_CONTENT_TYPE.encode() + b"\r\n",
+            b"content-length: " + str(len(body)).encode() + b"\r\n",
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()  # the answer is all; read and drop what comes for a moment
+        self.flow.resume_reading()
+        self.loop.call_later(LINGER_S, self.transport.close)
+
+
+class _Held:
+    """Stands in for the transport while uvicorn writes an answer's head: keeps what it writes."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+
+class _HeadFirst:
+    """Stands in for the transport while uvicorn writes a body message: the head held goes with
+    the message's bytes, in one write."""
+
+    __slots__ = ("_head", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, head: bytes) -> None:
+        self._transport, self._head = transport, head
+
+    def write(self, data: bytes) -> None:
+        head, self._head = self._head, b""
+        self._transport.write(head + data)
+
+    def close(self) -> None:
+        self._transport.close()
+
+
+class OneWriteCycle(RequestResponseCycle):
+    """The response cycle of an HTTP/1.1 request: the answer's head goes out with its first body
+    bytes, in one write (uvicorn writes it alone, as soon as the app starts the answer). A whole
+    answer's body follows its head at once (asgi.send_reply); a stream's first event may not, so
+    a stream's head goes out at the end of the loop's turn at the latest."""
+
+    loop: asyncio.AbstractEventLoop  # the protocol's, set with the class
+    _head = b""  # held
+
+    async def send(self, message: ASGISendEvent) -> None:
+        head = self._head
+        if head:  # a body message after a held head
+            self._head = b""
+            transport = self.transport
+            self.transport = _HeadFirst(transport, head)  # type: ignore[assignment]
+            try:
+                await super().send(message)
+            finally:
+                self.transport = transport
+            return
+        if message["type"] != "http.response.start" or self.response_started:
+            await super().send(message)
+            return
+        transport, held = self.transport, _Held()
+        self.transport = held  # type: ignore[assignment]
+        try:
+            await super().send(message)
+        finally:
+            self.transport = transport
+        if not held.data:
+            return  # the client left
+        if self.scope["method"] == "HEAD":  # no body will come
+            transport.write(held.data)
+            return
+        self._head = held.data
+        if self.chunked_encoding:
+            self.loop.call_soon(self._flush)  # a stream
+
+    def _flush(self) -> None:
+        head, self._head = self._head, b""
+        if head and not self.disconnected:
+            self.transport.write(head)
+
+
+class CloseDelimitedCycle(RequestResponseCycle):
+    """The response cycle of an HTTP/1.0 request. uvicorn frames a body of unknown length in chunks
+    whatever the request's version; this one sends it bare and closes the connection after it (a
+    1.0 request is never kept alive)."""
+
+    _bare = False
+
+    async def send(self, message: ASGISendEvent) -> None:
+        if message["type"] == "http.response.start" and not self.response_started:
+            self._bare = not any(name.lower() in _FRAMING for name, _ in message.get("headers", []))
+            if self._bare:
+                self.chunked_encoding = False  # uvicorn adds no framing header then
+        elif self._bare and message["type"] == "http.response.body" and not self.response_complete:
+            await self._send_bare(message.get("body", b""), more=message.get("more_body", False))
+            return
+        await super().send(message)
+
+    async def _send_bare(self, body: bytes, *, more: bool) -> None:
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected:
+            return
+        self.transport.write(body)
+        if not more:
+            self.response_complete = True
+            self.message_event.set()
+            self.transport.close()  # what ends the body
+            self.on_response()
+
+
+def _malformed() -> BadRequestError:
+    return BadRequestError("Invalid HTTP request received.", code="invalid_http")
+
+
+def _address(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "an unknown client"
