@@ -216,7 +216,7 @@ class ReloadingUpstream(FakeUpstream):
         self.reload = reload
 
     async def control(
-        self, url: str, path: str, payload: object, request_id: str, timeout: float
+        self, url: str, path: str, payload: object, request_id: str, connect_s: float
     ) -> dict[str, object]:
         self.reload()
         return {"tokens": LONG, "max_model_len": 8192}
