@@ -22,6 +22,7 @@ from tandem.api.tracing import ROUTER_SERVICE, tracer_provider
 from tandem.router import client_hints
 from tandem.router.asgi import (
     ANSWERED_BY_SERVER,
+    ON_DISCONNECT,
     ClientDisconnectedError,
     Receive,
     Scope,
@@ -123,7 +124,10 @@ class RouterApp:
             given = header(scope, b"x-request-id")
             request_id = given.decode() if given and _REQUEST_ID.match(given) else self._request_ids.new()
             left = await until_disconnect(
-                lambda body: self._http(scope, body, send, request_id), receive, loop
+                lambda body: self._http(scope, body, send, request_id),
+                receive,
+                loop,
+                scope.get(ON_DISCONNECT),
             )
             if left and ANSWERED_BY_SERVER not in scope:
                 log.info("request %s: the client disconnected before the answer was complete", request_id)

@@ -38,6 +38,9 @@ class ClientDisconnectedError(Exception):
 # Set in the scope by the server when it answered the request itself (server.py: the body came too
 # slowly): the app, which then sees the client leave, has nothing to add.
 ANSWERED_BY_SERVER = "tandem.answered_by_server"
+# Set in the scope by the router's server (server.py): called with a function, it calls that
+# function if the client leaves before the answer is complete (until_disconnect's `watch`).
+ON_DISCONNECT = "tandem.on_disconnect"
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -86,7 +89,10 @@ async def send_reply(send: Send, reply: Reply) -> None:
 
 
 async def until_disconnect(
-    work: Callable[[Receive], Awaitable[None]], receive: Receive, loop: asyncio.AbstractEventLoop
+    work: Callable[[Receive], Awaitable[None]],
+    receive: Receive,
+    loop: asyncio.AbstractEventLoop,
+    watch: Callable[[Callable[[], None]], None] | None = None,
 ) -> bool:
     """Run `work(receive)` (answering the request, streaming included) unless the client leaves
     first: then cancel it, which closes the backend connections and so aborts the engines' work.
@@ -95,22 +101,36 @@ async def until_disconnect(
     split a body that arrives in several messages between them. (It starts then, from the last
     body message, rather than waiting on an event from the start: one task step, one event and
     its future less per request.) `loop` is the running loop, passed in: on Python 3.11 each
-    lookup of it is a getpid() system call."""
+    lookup of it is a getpid() system call.
+
+    `watch` is the server's own hook, where it has one (`ON_DISCONNECT`, server.py): it calls
+    what it is given when the client leaves, and no task waits on `receive` for that. Without
+    one, a task does."""
     current = asyncio.current_task(loop)
     assert current is not None
-    finished = False
+    finished = left = armed = False
     watcher: asyncio.Task[None] | None = None
 
-    def client_left(watcher: asyncio.Task[None]) -> None:
-        if not finished and not watcher.cancelled():
+    def client_left() -> None:
+        nonlocal left
+        if not finished:
+            left = True
             current.cancel()
 
+    def watcher_done(watcher: asyncio.Task[None]) -> None:
+        if not watcher.cancelled():
+            client_left()
+
     async def receive_body() -> Message:
-        nonlocal watcher
+        nonlocal watcher, armed
         message = await receive()
-        if watcher is None and (message["type"] != "http.request" or not message.get("more_body")):
-            watcher = loop.create_task(_disconnected(receive))
-            watcher.add_done_callback(client_left)
+        if not armed and (message["type"] != "http.request" or not message.get("more_body")):
+            armed = True
+            if watch is not None:
+                watch(client_left)
+            else:
+                watcher = loop.create_task(_disconnected(receive))
+                watcher.add_done_callback(watcher_done)
         return message
 
     try:
@@ -119,7 +139,6 @@ async def until_disconnect(
     except ClientDisconnectedError:
         return True
     except asyncio.CancelledError:
-        left = watcher is not None and watcher.done() and not watcher.cancelled()
         if not (left and current.cancelling() == 1):
             raise  # cancelled from outside (shutdown), not (only) by the client leaving
         current.uncancel()

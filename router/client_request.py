@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -28,8 +27,7 @@ class Kind(StrEnum):
         return "/v1/chat/completions" if self is Kind.CHAT else "/v1/completions"
 
 
-@dataclass(frozen=True, slots=True)
-class ClientRequest:
+class ClientRequest(msgspec.Struct, frozen=True):  # built per request: its __init__ in C
     kind: Kind
     raw: bytes  # the body as received: the direct route forwards it untouched
     body: dict[str, Any]

@@ -11,7 +11,9 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+
+import msgspec
 
 from tandem.api.spec import KvConnector
 from tandem.router.admission import Need, Ticket
@@ -394,9 +396,9 @@ class Dispatcher:
         if ids is not None and pool.max_model_len is None:
             await self._tokenize(pool, request, prompt="")  # learns the context length
         if ids is None or pool.max_model_len is None:
-            return replace(facts, splittable=False), None
+            return msgspec.structs.replace(facts, splittable=False), None
         budget = answer_budget(request, len(ids), pool.max_model_len)
-        return (facts if budget > 1 else replace(facts, splittable=False)), budget
+        return (facts if budget > 1 else msgspec.structs.replace(facts, splittable=False)), budget
 
     async def _tokenize(
         self, pool: PoolRuntime, request: ClientRequest, prompt: str | None = None

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar
 
+import msgspec
+
 from tandem.api.timing import EngineTiming
 
 Clock = Callable[[], float]
@@ -25,8 +27,7 @@ class Need(StrEnum):
     GPU_TIME = "gpu_time"  # the request's predicted GPU seconds (`GpuTime`)
 
 
-@dataclass(frozen=True, slots=True)
-class Ticket:
+class Ticket(msgspec.Struct, frozen=True):  # built per request: its __init__ in C
     priority: int = 0
     deadline: float = 0.0  # time.monotonic() by which the first token is due
     arrival: float = 0.0  # time.monotonic() when the request came

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from tandem.api.spec import DisaggregationMode
 from tandem.router.decision import filters, pickers, scorers
@@ -14,8 +15,7 @@ from tandem.router.decision.snapshot import EndpointSnapshot, RequestFacts, Rout
 from tandem.router.errors import Ineligibility, NoEligibleEndpointError
 
 
-@dataclass(frozen=True, slots=True)
-class RoutePlan:
+class RoutePlan(msgspec.Struct, frozen=True):  # built per request: its __init__ in C
     route: Route
     decode: EndpointSnapshot
     prefill: EndpointSnapshot | None = None

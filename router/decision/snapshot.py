@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+import msgspec
+
 from tandem.api.spec import BalancePolicy, DisaggregationMode
 
 
@@ -13,8 +15,7 @@ class Role(StrEnum):
     DECODE = "decode"
 
 
-@dataclass(frozen=True, slots=True)
-class EndpointSnapshot:
+class EndpointSnapshot(msgspec.Struct, frozen=True):  # built per request: its __init__ in C
     """One engine endpoint at the moment of the decision."""
 
     url: str  # base URL, http://<pod-ip>:<port>
@@ -46,8 +47,7 @@ class EndpointSnapshot:
         return self.kv_usage / self.engines
 
 
-@dataclass(frozen=True, slots=True)
-class RequestFacts:
+class RequestFacts(msgspec.Struct, frozen=True):  # built per request: its __init__ in C
     prompt_tokens: int  # exact or estimated
     exact: bool  # counted by the engine's tokenizer
     splittable: bool = True  # one choice, no echo: a prefill/decode split can reproduce the answer

@@ -7,7 +7,9 @@ import asyncio
 import logging
 from typing import Any
 
+import pytest
 from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from tandem.router.server import OneWriteCycle
 
@@ -108,3 +110,72 @@ async def test_a_head_request_gets_its_head_at_once() -> None:
     cycle = _cycle(transport, method="HEAD")
     await cycle.send(_start(7))
     assert len(transport.writes) == 1
+
+
+def _uvicorn_cycle(transport: RecordingTransport, method: str, keep_alive: bool) -> RequestResponseCycle:
+    scope: Any = {"type": "http", "method": method, "path": "/", "http_version": "1.1", "headers": []}
+    return RequestResponseCycle(
+        scope,
+        transport,  # type: ignore[arg-type]
+        FlowControl(transport),  # type: ignore[arg-type]
+        logging.getLogger("test"),
+        logging.getLogger("test.access"),
+        False,
+        [(b"server", b"tandem")],
+        asyncio.Event(),
+        False,
+        keep_alive,
+        lambda: None,
+    )
+
+
+def _body(data: bytes, more: bool = False) -> Any:
+    return {"type": "http.response.body", "body": data, "more_body": more}
+
+
+def _head(status: int, *headers: tuple[bytes, bytes]) -> Any:
+    return {"type": "http.response.start", "status": status, "headers": list(headers)}
+
+
+JSON = (b"content-type", b"application/json")
+ANSWERS: dict[str, tuple[str, bool, list[Any]]] = {
+    "whole": ("POST", True, [_head(200, JSON, (b"content-length", b"7")), _body(b'{"a":1}')]),
+    "stream": ("POST", True, [_head(200, JSON), _body(b"data: 1\n\n", True), _body(b"", True), _body(b"")]),
+    "stream, last bytes in the last message": ("POST", True, [_head(200), _body(b"x", True), _body(b"y")]),
+    "chunked named": ("POST", True, [_head(200, (b"Transfer-Encoding", b"chunked")), _body(b"x")]),
+    "connection: close": ("POST", True, [_head(200, (b"Connection", b"keep-alive, Close")), _body(b"x")]),
+    "not kept alive": ("POST", False, [_head(503, (b"content-length", b"2")), _body(b"no")]),
+    "HEAD": ("HEAD", True, [_head(200, (b"content-length", b"9")), _body(b"")]),
+    "204": ("POST", True, [_head(204), _body(b"")]),
+    "bad header name": ("POST", True, [_head(200, (b"x y", b"1"))]),
+    "bad header value": ("POST", True, [_head(200, (b"x-id", b"a\r\nset-cookie: 1"))]),
+    "body too long": ("POST", True, [_head(200, (b"content-length", b"1")), _body(b"xy")]),
+    "body too short": ("POST", True, [_head(200, (b"content-length", b"3")), _body(b"xy")]),
+    "body first": ("POST", True, [_body(b"x")]),
+    "start twice": ("POST", True, [_head(200), _head(200)]),
+    "after the end": ("POST", True, [_head(200, (b"content-length", b"0")), _body(b""), _body(b"")]),
+}
+
+
+@pytest.mark.parametrize("case", ANSWERS)
+async def test_the_cycle_sends_what_uvicorns_sends(case: str) -> None:
+    """OneWriteCycle.send is uvicorn 0.54's rewritten (router/server.py): for every answer, the same
+    bytes on the wire, the same errors, the same keep-alive and close. Where the app breaks its
+    answer (an error), the head it held may not have gone out: what went is a prefix of uvicorn's."""
+    method, keep_alive, messages = ANSWERS[case]
+    outcomes = []
+    for make in (_cycle, _uvicorn_cycle):
+        transport = RecordingTransport()
+        cycle = make(transport, method, keep_alive)
+        error = None
+        try:
+            for message in messages:
+                await cycle.send(message)
+        except RuntimeError as exc:
+            error = str(exc)
+        await asyncio.sleep(0)  # a held stream head is flushed at the end of the turn
+        state = (cycle.response_complete, cycle.keep_alive, transport.closed)
+        outcomes.append((b"".join(transport.writes), error, state))
+    (ours, error, state), (theirs, their_error, their_state) = outcomes
+    assert (error, state) == (their_error, their_state)
+    assert ours == theirs if error is None else theirs.startswith(ours)
