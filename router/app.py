@@ -127,7 +127,9 @@ class RouterApp:
                 lambda body: self._http(scope, body, send, request_id),
                 receive,
                 loop,
-                scope.get(ON_DISCONNECT),
+                # Taken out of the scope: the hook is a method of the server's cycle, which holds
+                # the scope, and a reference cycle per request is work for the cycle collector.
+                scope.pop(ON_DISCONNECT, None),
             )
             if left and ANSWERED_BY_SERVER not in scope:
                 log.info("request %s: the client disconnected before the answer was complete", request_id)

@@ -14,13 +14,17 @@ Each tree is measured in a child process: Tandem's router in static mode (its ow
 chat stream of five events, each its own write, as run.py's backend sends them) and a client
 (one keep-alive connection, one request at a time) in untraced threads. After a warm-up, every
 opcode of the main thread is counted (`sys.settrace` with `f_trace_opcodes`) and divided by the
-requests served.
+requests served. It also counts the objects the requests left in reference cycles (the collector
+off while they ran, then `gc.collect()`): the request path should leave none, as refcounting frees
+it at once; a cycle per request is garbage for the cycle collector, whose passes over a large heap
+show up as tail latency (a scope that held a bound method of its own cycle cost 60-80 ms p99).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import json
 import os
 import socket
@@ -187,6 +191,7 @@ def child(kind: str, requests: int, warmup: int, top: int) -> None:
     generated: dict[CodeType, str] = {}  # dataclasses' __init__s, by their class
     counting = threading.Event()
     done = threading.Event()
+    garbage: list[int] = []
 
     def local(frame: FrameType, event: str, arg: object) -> Any:
         if event == "opcode" and counting.is_set():
@@ -210,10 +215,14 @@ def child(kind: str, requests: int, warmup: int, top: int) -> None:
             for _ in range(warmup):
                 _request(conn, path, body)
             time.sleep(0.2)
+            gc.collect()
+            gc.disable()  # what the requests leave for the cycle collector, counted below
             counting.set()
             for _ in range(requests):
                 _request(conn, path, body)
             counting.clear()
+            garbage.append(gc.collect())
+            gc.enable()
         done.set()
         server.should_exit = True
 
@@ -228,7 +237,8 @@ def child(kind: str, requests: int, warmup: int, top: int) -> None:
         {"function": generated.get(code) or f"{_where(code)}:{code.co_name}", "bytecodes": n / requests}
         for code, n in counts.most_common(top)
     ]
-    print(json.dumps({"per_request": total / requests, "top": functions}))
+    report = {"per_request": total / requests, "garbage_per_request": garbage[0] / requests}
+    print(json.dumps({**report, "top": functions}))
 
 
 def _where(code: CodeType) -> str:
