@@ -289,10 +289,12 @@ def main() -> None:
     results = {name: {kind: measure(tree, kind, args.requests, args.warmup, args.top) for kind in KINDS}
                for name, tree in trees.items()}  # fmt: skip
     print(f"Python bytecodes per request ({args.requests} requests after {args.warmup}, one at a time)")
-    print(f"{'tree':<22}{'completion':>12}{'stream':>10}")
+    print(f"{'tree':<22}{'completion':>12}{'stream':>10}   cyclic garbage per request")
     for name, figures in results.items():
+        completion, stream = figures["completion"], figures["stream"]
         print(
-            f"{name:<22}{figures['completion']['per_request']:>12.0f}{figures['stream']['per_request']:>10.0f}"
+            f"{name:<22}{completion['per_request']:>12.0f}{stream['per_request']:>10.0f}   "
+            f"{completion['garbage_per_request']:.2f} and {stream['garbage_per_request']:.2f} objects"
         )
     for name in list(trees)[1:]:
         ratios = [results["tandem"][k]["per_request"] / results[name][k]["per_request"] for k in KINDS]
