@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from tandem.router.server import OneWriteCycle
+
+C = TypeVar("C", bound=RequestResponseCycle)
 
 
 class RecordingTransport:
@@ -27,8 +29,18 @@ class RecordingTransport:
 
 
 def _cycle(transport: RecordingTransport, method: str = "POST", keep_alive: bool = True) -> OneWriteCycle:
+    cycle = _new(OneWriteCycle, transport, method, keep_alive)
+    cycle.loop = asyncio.get_running_loop()
+    return cycle
+
+
+def _uvicorn_cycle(transport: RecordingTransport, method: str, keep_alive: bool) -> RequestResponseCycle:
+    return _new(RequestResponseCycle, transport, method, keep_alive)
+
+
+def _new(kind: type[C], transport: RecordingTransport, method: str, keep_alive: bool) -> C:
     scope: Any = {"type": "http", "method": method, "path": "/", "http_version": "1.1", "headers": []}
-    cycle = OneWriteCycle(
+    return kind(
         scope,
         transport,  # type: ignore[arg-type]
         FlowControl(transport),  # type: ignore[arg-type]
@@ -41,8 +53,6 @@ def _cycle(transport: RecordingTransport, method: str = "POST", keep_alive: bool
         keep_alive,
         lambda: None,
     )
-    cycle.loop = asyncio.get_running_loop()
-    return cycle
 
 
 def _start(length: int | None) -> Any:
@@ -110,23 +120,6 @@ async def test_a_head_request_gets_its_head_at_once() -> None:
     cycle = _cycle(transport, method="HEAD")
     await cycle.send(_start(7))
     assert len(transport.writes) == 1
-
-
-def _uvicorn_cycle(transport: RecordingTransport, method: str, keep_alive: bool) -> RequestResponseCycle:
-    scope: Any = {"type": "http", "method": method, "path": "/", "http_version": "1.1", "headers": []}
-    return RequestResponseCycle(
-        scope,
-        transport,  # type: ignore[arg-type]
-        FlowControl(transport),  # type: ignore[arg-type]
-        logging.getLogger("test"),
-        logging.getLogger("test.access"),
-        False,
-        [(b"server", b"tandem")],
-        asyncio.Event(),
-        False,
-        keep_alive,
-        lambda: None,
-    )
 
 
 def _body(data: bytes, more: bool = False) -> Any:
