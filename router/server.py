@@ -22,6 +22,8 @@ So the router keeps httptools and its protocol here adds, per connection:
   (LINGER_S), so a client busy sending its huge head still reads the answer rather than a reset;
 - an answer's head written with its first body bytes (`OneWriteCycle`, HTTP/1.1): uvicorn writes
   the head alone as soon as the app starts the answer, a system call more per request;
+- the client's leaving told to the app (`ON_DISCONNECT` in the scope, `OneWriteCycle.watch`), so
+  the app needs no task per request waiting on `receive()` for it (asgi.until_disconnect);
 - for HTTP/1.0 clients, which cannot read chunked framing (RFC 9112 §6.1: "A server MUST NOT send
   a response containing Transfer-Encoding unless the corresponding request indicates HTTP/1.1"),
   a body of unknown length (a stream) delimited by closing the connection, as RFC 9112 §6.3 allows.

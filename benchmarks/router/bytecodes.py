@@ -37,6 +37,8 @@ from pathlib import Path
 from types import CodeType, FrameType
 from typing import Any
 
+from run import comparison_tree, free_port  # this folder's: the script runs from it
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 MODEL = "bench-model"
@@ -145,22 +147,15 @@ def _request(conn: socket.socket, path: str, body: bytes) -> None:
             return
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def child(kind: str, requests: int, warmup: int, top: int) -> None:
     import uvicorn
 
-    from tandem.cli import main as _cli  # noqa: F401 -- the package of this tree, as tandem runs it
     from tandem.router.app import create_app
     from tandem.router.cli import register, settings_from_args
 
     listener = socket.create_server(("127.0.0.1", 0))
     threading.Thread(target=_engine, args=(listener,), daemon=True).start()
-    port = _free_port()
+    port = free_port()
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     args = parser.parse_args(
@@ -168,7 +163,7 @@ def child(kind: str, requests: int, warmup: int, top: int) -> None:
             "router",
             "--host", "127.0.0.1",
             "--port", str(port),
-            "--notify-port", str(_free_port()),
+            "--notify-port", str(free_port()),
             "--static-decode", f"http://127.0.0.1:{listener.getsockname()[1]}",
             "--served-model", MODEL,
             "--log-level", "warning",
@@ -280,9 +275,6 @@ def main() -> None:
     if args.child:
         child(args.child, args.requests, args.warmup, args.top)
         return
-    sys.path.insert(0, str(HERE))
-    from run import comparison_tree
-
     work = Path(tempfile.gettempdir()) / "tandem-router-bench"
     trees: dict[str, Path | None] = {"tandem": None}
     trees.update({f"tandem@{Path(s).name or s}": comparison_tree(work, s) for s in args.compare})
