@@ -1,6 +1,14 @@
 """kopf's part: watch pools and their children, and hand every event to the object cache; and
 watch CRDs, whose events may change what the cluster serves.
 
+kopf looks for the kinds it watches once, at start; after that the operator tells it when a CRD
+changed, once the operator has seen the change served (``Reconciler.crd_changed``). kopf's own
+rescan, at the CRD's event, comes too early twice over: discovery lists a version some time after
+its CRD is Established, and kopf never looks again, so a GIE or LeaderWorkerSet CRD installed while
+the operator runs went unwatched (its children's status never reached the pools); and a watch that
+starts before the API server routes the kind gets "404 page not found", which kopf makes fatal to
+the whole operator (a failed watcher fails its orchestrator: kopf's ``aiotasks.reraise``).
+
 Handlers stay thin: they record the object, and the cache queues its pool; the controller's work
 queue does the reconcile. Only event-watching handlers are registered, so kopf keeps no state on
 the objects (no finalizers, no last-handled annotations, no ``status.<handler>`` results).
@@ -9,11 +17,17 @@ the objects (no finalizers, no last-handled annotations, no ``status.<handler>``
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import kopf
 import kubernetes
+
+# kopf's rescan of one API group, and the record of what it watches that the rescan revises: not
+# exported by kopf (1.45), and what its own CRD observer calls.
+from kopf._cogs.structs.references import Insights
+from kopf._core.reactor.observation import process_discovered_resource_event
 
 from tandem.api import GROUP, PLURAL, VERSION
 from tandem.operator.kinds import CHILD_KINDS
@@ -55,6 +69,8 @@ def kopf_settings() -> kopf.OperatorSettings:
     settings.persistence.diffbase_storage = _NoDiffBase()
     # One active replica, no KopfPeering CRD: see docs/operator.md.
     settings.peering.standalone = True
+    # The kinds served are scanned at start, then when the operator says: see the module's docstring.
+    settings.scanning.disabled = True
     # The controller posts its own Events; kopf's would repeat handler logs.
     settings.posting.enabled = False
     for group, version, plural in child_watches():
@@ -83,12 +99,29 @@ def connection_info(kubeconfig: Path, settings: kopf.OperatorSettings) -> kopf.C
     )
 
 
-def build_registry(
+@dataclass
+class Kopf:
+    """What ``kopf.operator`` runs with."""
+
+    registry: kopf.OperatorRegistry
+    settings: kopf.OperatorSettings = field(default_factory=kopf_settings)
+    insights: Insights = field(default_factory=Insights)
+
+    async def rescan(self, event: kopf.RawEvent) -> None:
+        """kopf looks again at the kinds of the group of the CRD in ``event``, and starts or stops
+        watching them."""
+        await process_discovered_resource_event(
+            raw_event=event, settings=self.settings, registry=self.registry, insights=self.insights
+        )
+
+
+def build_kopf(
     cache: ObjectCache, kubeconfig: Path | None, observe_crd: Callable[[str | None, Body], Awaitable[None]]
-) -> kopf.OperatorRegistry:
+) -> Kopf:
     """Pools and children go to the cache; CRD events to ``observe_crd`` (they may change what the
-    cluster serves: ``Controller.observe_crd``)."""
-    registry = kopf.OperatorRegistry()
+    cluster serves: ``Controller.observe_crd``), then to kopf's rescan."""
+    running = Kopf(kopf.OperatorRegistry())
+    registry = running.registry
 
     @kopf.on.login(registry=registry)
     def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -108,8 +141,9 @@ def build_registry(
             child_event
         )
 
-    @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", registry=registry)
+    @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", id="crds", registry=registry)
     async def crd_event(event: kopf.RawEvent, **_: Any) -> None:
         await observe_crd(event.get("type"), dict(event["object"]))
+        await running.rescan(event)
 
-    return registry
+    return running

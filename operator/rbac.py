@@ -3,8 +3,9 @@
 Least privilege: read pools and write only their status; create, patch and delete the children
 kinds it renders; read EndpointSlices and pools, because the router Roles it creates grant that
 (Kubernetes lets a subject grant only what it holds); read HorizontalPodAutoscalers (the
-autoscaler's conflicts); post Events; read CRDs (kopf notices a LeaderWorkerSet CRD installed
-later) and namespaces (kopf resolves the watched ones).
+autoscaler's conflicts); post Events; read CRDs (a LeaderWorkerSet or GIE CRD installed later
+changes what the operator renders and what kopf watches). No namespaces: kopf does not scan for
+them (``handlers.kopf_settings``), it watches the ones named.
 """
 
 from __future__ import annotations
@@ -42,8 +43,6 @@ def operator_rules() -> list[Manifest]:
         {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": READ},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": READ},
-        # kopf observes namespaces to resolve the watched ones; without it, startup retries for a minute.
-        {"apiGroups": [""], "resources": ["namespaces"], "verbs": READ},
     ]
 
 

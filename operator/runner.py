@@ -19,7 +19,7 @@ from kopf._core.engines.peering import Identity
 from tandem.api.tracing import OPERATOR_SERVICE, tracer_provider
 from tandem.operator.controller import Controller
 from tandem.operator.decide import Planner
-from tandem.operator.handlers import build_registry, kopf_settings
+from tandem.operator.handlers import build_kopf
 from tandem.operator.kube import KubeClient
 from tandem.operator.metrics import serve_metrics
 from tandem.operator.settings import OperatorSettings
@@ -50,9 +50,11 @@ async def run_operator(
             if settings.liveness_port
             else None
         )
+        running = build_kopf(controller.cache, settings.kubeconfig, controller.observe_crd)
         await kopf.operator(
-            registry=build_registry(controller.cache, settings.kubeconfig, controller.observe_crd),
-            settings=kopf_settings(),
+            registry=running.registry,
+            settings=running.settings,
+            insights=running.insights,
             clusterwide=not settings.namespaces,
             namespaces=settings.namespaces,
             standalone=True,
