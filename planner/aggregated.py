@@ -8,7 +8,8 @@ prefill is *full* (N - D prompt tokens beside its D decodes) and one that does n
 Prefill is then a single queue in prompt tokens: a prompt of L tokens occupies L / (N - D) full
 steps, whose attention grows along the prompt (the last chunk of a long prompt attends to all of
 it). M/G/1 at the SLO percentile turns those service times into the highest rate whose TTFT stays
-within target.
+within target; the TTFT predicted takes the replicas as the router's one queue (M/G/c,
+planner/queueing.py).
 
 The sizing designs for a batch B: the chunk k = N - B is the largest that keeps a full step of B
 decodes within the ITL target. Decode sustains the rate at which Little's law holds B sequences in
@@ -68,9 +69,11 @@ class _Prompts:
     second_moment_ms2: float
     latency_ms: float
 
-    def ttft_ms(self, rho: float, percentile: float) -> float:
-        """Wait and latency at the percentile, added (queueing.py says why)."""
-        return wait_percentile_ms(rho, self.mean_ms, self.second_moment_ms2, percentile) + self.latency_ms
+    def ttft_ms(self, rho: float, percentile: float, replicas: int = 1) -> float:
+        """Wait and latency at the percentile, added (queueing.py says why); `replicas` behind the
+        router are one queue."""
+        wait = wait_percentile_ms(rho, self.mean_ms, self.second_moment_ms2, percentile, replicas)
+        return wait + self.latency_ms
 
     def max_utilisation(self, percentile: float, target_ms: float) -> float:
         budget = target_ms - self.latency_ms
@@ -344,7 +347,7 @@ def _sized(design: _Design) -> Sized:
         operating_sequences=sequences,
         kv_capacity=design.capacity,
         max_num_batched_tokens=budget,
-        predicted_ttft_ms=prompts.ttft_ms(rho, demand.percentile),
+        predicted_ttft_ms=prompts.ttft_ms(rho, demand.percentile, replicas),
         predicted_itl_ms=replica.itl_percentile_ms(peak_batch, max(1, round(budget - peak_batch)), load, rho),
         prefill_chunk=chosen.chunk,
     )

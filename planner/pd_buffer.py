@@ -14,13 +14,15 @@ to start.
 
 How big. The router admits a handoff into a decoder's buffer from the handoff's admission until
 the decode leg has read its KV (router/pd_buffer.py): the prefill's wait, the prefill, the transfer
-and the decode step that reads it: the plan's own TTFT of a p90 prompt, its wait at the SLO
-percentile. Little's law gives the handoffs in flight per decoder, n: the rate per decoder times
-that hold. With Poisson arrivals the chunks they hold are a compound Poisson sum over the prompt
-lengths the plan sizes for (mean n E[c], variance n E[c^2]); the buffer holds it at
-IN_FLIGHT_LEVEL (a handoff without room is refused, not slowed: far above the SLO percentile), and
-one p90 prompt more, the room an arriving long one needs. Every request counts as a handoff, which
-bounds the chunks the handoffs (the prompts above the threshold) move.
+and the decode step that reads it: the plan's TTFT of a p90 prompt, its wait at the SLO percentile
+as if each prefill replica queued alone (``Sized.handoff_hold_ms``; the TTFT the plan predicts
+takes the replicas as the one queue they are, planner/queueing.py, and is shorter). Little's law
+gives the handoffs in flight per decoder, n: the rate per decoder times that hold. With Poisson
+arrivals the chunks they hold are a compound Poisson sum over the prompt lengths the plan sizes
+for (mean n E[c], variance n E[c^2]); the buffer holds it at IN_FLIGHT_LEVEL (a handoff without
+room is refused, not slowed: far above the SLO percentile), and one p90 prompt more, the room an
+arriving long one needs. Every request counts as a handoff, which bounds the chunks the handoffs
+(the prompts above the threshold) move.
 """
 
 from __future__ import annotations
@@ -114,9 +116,10 @@ def plan_decoder_buffer(
 ) -> tuple[Sized, int] | Failure:
     """The decoders' `pd_buffer_size` (a pin, checked, or the rate's need within `most_bytes`), with
     the decode role grown where one decoder's buffer cannot take its share of the rate."""
-    # Admission to the decode leg's read: the plan's TTFT of a p90 prompt. Its wait is taken at the
-    # SLO percentile, not the mean: a burst of arrivals lengthens the holds of the handoffs it brings.
-    hold_ms = prefill.predicted_ttft_ms or 0.0
+    # Admission to the decode leg's read of a p90 prompt. Its wait is taken at the SLO percentile,
+    # not the mean, and as if each prefill replica queued alone, an upper bound on the router's one
+    # queue: a burst of arrivals lengthens the holds of the handoffs it brings, all at once.
+    hold_ms = prefill.handoff_hold_ms
     layout = decode.layout
     limit = pinned_bytes
     if limit is None:

@@ -4,7 +4,8 @@ Decode: the largest batch whose step time stays within the ITL target and whose 
 then replicas by Little's law (sequences in flight = arrival rate x output tokens x step time).
 Prefill: the highest arrival rate per replica whose TTFT at the SLO percentile (M/G/1 queueing
 over the prompt-length distribution, then the prefill itself, the KV handoff and the first decode
-step) stays within the target. Among feasible layouts the fewest GPUs win, then the lower cost.
+step) stays within the target; the TTFT predicted takes the replicas as the router's one queue
+(M/G/c, planner/queueing.py). Among feasible layouts the fewest GPUs win, then the lower cost.
 
 A layout is sized only while it can still win: its replicas (one, or the pinned count) take a GPU
 count and cost that bound any sizing of it from below, and once a sizing ranks below that bound
@@ -25,7 +26,7 @@ from tandem.planner.demand import Demand
 from tandem.planner.layouts import Layout
 from tandem.planner.model import ModelShape
 from tandem.planner.prefix_reuse import ReuseSplit
-from tandem.planner.queueing import BISECTION_STEPS, max_utilisation, wait_percentile_ms
+from tandem.planner.queueing import BISECTION_STEPS, max_utilisation, mean_wait_ms, wait_percentile_ms
 from tandem.planner.request import RolePins
 
 # vLLM's largest default max_num_seqs: the batch search stops there.
@@ -52,6 +53,9 @@ class Sized:
     predicted_itl_ms: float | None = None
     prefill_chunk: int = 0  # aggregated: prompt tokens per step
     mean_wait_ms: float = 0.0  # prefill: mean queueing delay at the planned load
+    # prefill: a percentile handoff's hold in a decoder's PD buffer, admission to the decode leg's
+    # read (planner/pd_buffer.py), its wait taken as if each replica queued alone.
+    handoff_hold_ms: float = 0.0
     full_step_ms: float = 0.0  # decode: step time at the largest batch, the slowest first token
     reuse: ReuseSplit = field(default_factory=ReuseSplit)  # prefill: where reused prefixes are found
     prefill_ms: float = 0.0  # prefill: a percentile prompt's prefill, reused prefixes loaded or hit
@@ -346,6 +350,7 @@ def _prefill_on(
         return replicas
     load = demand.per_ms(demand.rps / replicas)
     rho = load * mean_service
+    latency = prefill_p + after.expected_after_prefill_ms(layout, prompt_p)
     return Sized(
         layout=layout,
         replicas=replicas,
@@ -354,10 +359,11 @@ def _prefill_on(
         operating_sequences=rho,
         kv_capacity=kv_capacity,
         max_num_batched_tokens=batched,
-        predicted_ttft_ms=wait_percentile_ms(rho, mean_service, second_moment, demand.percentile)
-        + prefill_p
-        + after.expected_after_prefill_ms(layout, prompt_p),
-        mean_wait_ms=load * second_moment / (2 * (1 - rho)),
+        # The router's replicas are one queue (queueing.py).
+        predicted_ttft_ms=wait_percentile_ms(rho, mean_service, second_moment, demand.percentile, replicas)
+        + latency,
+        mean_wait_ms=mean_wait_ms(rho, mean_service, second_moment, replicas),
+        handoff_hold_ms=wait_percentile_ms(rho, mean_service, second_moment, demand.percentile) + latency,
         reuse=reuse,
         prefill_ms=prefill_p,
         recompute_prefill_ms=replica.prefill_ms([prompt_p]),

@@ -14,10 +14,10 @@ prefix reuse not modelled. A request whose prompt and output do not fit the mode
 (the request's ``max_model_len``, else the model's) is refused as vLLM refuses it
 (vllm/v1/engine/input_processor.py:587-591, the simulator's ``max_new_tokens``), counted and not
 served: a log-normal's tail draws such prompts, and one served would hold an engine for seconds.
-Each request goes to a replica drawn at random, so every replica sees a Poisson stream of its share,
-as the planner assumes; within a replica of several DP ranks (each its own engine) it goes to the
-rank vLLM's DP load balancer picks, the least loaded when it arrives (tandem.sim.data_parallel,
-which the HTTP simulator's ranks use too). Aggregated plans: the requests are served by
+Each request goes to the least loaded of a role's engines when it arrives, as the router sends it
+to the least loaded replica and vLLM's DP load balancer to the least loaded of a replica's DP ranks
+(tandem.sim.data_parallel, which the HTTP simulator's ranks use too): the role is one queue, as the
+planner predicts it (planner/queueing.py). Aggregated plans: the requests are served by
 the aggregated replicas. Disaggregated plans: each request is prefilled on a prefill replica (one
 output token, as the router's prefill leg asks), its KV moves to a decode replica in the handoff
 time the plan assumes (the calibration's latency plus ``kv_transfer_ms_per_token`` per prompt
@@ -209,14 +209,6 @@ def output_tokens(request: PlanRequest) -> int:
     return max(1, round(request.workload.output_tokens.mean))
 
 
-def split(arrivals: Seq[Arrival], replicas: int, rng: random.Random) -> list[list[Arrival]]:
-    """Each arrival to a replica drawn at random: every replica sees a Poisson stream of its share."""
-    shares: list[list[Arrival]] = [[] for _ in range(replicas)]
-    for arrival in arrivals:
-        shares[rng.randrange(replicas)].append(arrival)
-    return shares
-
-
 @dataclass(frozen=True)
 class RoleLoad:
     """A role's queues at the end of the arrival window, per engine (a replica's DP rank)."""
@@ -311,14 +303,14 @@ def measure(
     runs: dict[str, tuple[RolePlan, list[EngineRun]]] = {}
     if plan.deployment == "Aggregated":
         role = _deployed(plan.decode, "aggregated")
-        runs["aggregated"] = role, _serve_role(role, arrivals, horizon, rng)
+        runs["aggregated"] = role, _serve_role(role, arrivals, horizon)
         served = [s for run in runs["aggregated"][1] for s in run.served]
     else:
         prefill, decode = _deployed(plan.prefill, "prefill"), _deployed(plan.decode, "decode")
         local = [a for a in arrivals if a.prompt_tokens < threshold]
         # The prefill leg asks for one token.
         legs = [Arrival(a.at, a.prompt_tokens, 1) for a in arrivals if a.prompt_tokens >= threshold]
-        runs["prefill"] = prefill, _serve_role(prefill, legs, horizon, rng)
+        runs["prefill"] = prefill, _serve_role(prefill, legs, horizon)
         prefilled = [s for run in runs["prefill"][1] for s in run.served]
         latency_ms = _handoff_latency_ms(request, prefill, catalog)
         per_token_ms = decode.engine_timing.kv_transfer_ms_per_token
@@ -334,21 +326,16 @@ def measure(
             if s.done
         ]
         handoffs = sorted([*handoffs, *local], key=lambda a: a.at)
-        runs["decode"] = decode, _serve_role(decode, handoffs, horizon, rng)
+        runs["decode"] = decode, _serve_role(decode, handoffs, horizon)
         served = [s for run in runs["decode"][1] for s in run.served]
         served += [s for s in prefilled if not s.done]
     return _measurement(request, plan, rate, seconds, served, runs, refused)
 
 
-def _serve_role(
-    role: RolePlan, arrivals: Seq[Arrival], horizon: float, rng: random.Random
-) -> list[EngineRun]:
-    """The role's replicas, each taking a random share of `arrivals`; a run per engine (DP rank)."""
-    return [
-        run
-        for share in split(arrivals, role.replicas, rng)
-        for run in serve_replica(role.engine_timing, share, role.data_parallel, horizon)
-    ]
+def _serve_role(role: RolePlan, arrivals: Seq[Arrival], horizon: float) -> list[EngineRun]:
+    """The role's engines (each replica's DP ranks) as one queue: the router sends each request to
+    the least loaded when it arrives, as vLLM's DP balancer does among its ranks; a run per engine."""
+    return serve_replica(role.engine_timing, arrivals, engines(role), horizon)
 
 
 def engines(role: RolePlan) -> int:

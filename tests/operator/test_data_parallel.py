@@ -146,10 +146,12 @@ def test_expert_parallel_over_one_tp_group_needs_no_data_parallel_flags() -> Non
 
 
 def _moe_pool(connector: str) -> dict[str, Any]:
-    """The simulator pool serving Qwen3-30B-A3B at 20 requests/s, handoffs always."""
+    """The simulator pool serving Qwen3-30B-A3B at 20 requests/s of 2,048-token prompts, handoffs
+    always: the planner prefills them on DP2 x TP1 with EP."""
     return pool_body(
         model__name="Qwen/Qwen3-30B-A3B",
         workload__requestsPerSecond=20,
+        workload__promptTokens={"mean": 2048},
         disaggregation__kvTransfer={"connector": connector},
     )
 

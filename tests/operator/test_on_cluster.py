@@ -371,14 +371,15 @@ def test_multi_node_pool_waits_for_a_leader_worker_set_crd(
 def test_moe_pool_with_an_expert_parallel_plan_serves_through_the_router(
     pools: PoolApi, operator: OperatorThread, kube_api: kubernetes.client.ApiClient
 ) -> None:
-    """Qwen3-30B-A3B at 20 requests/s over NIXL: the planner prefills on DP2 x TP1 with EP, the
+    """Qwen3-30B-A3B at 20 requests/s of 2,048-token prompts over NIXL: the planner prefills on DP2 x
+    TP1 with EP, the
     simulated prefill replica runs both ranks behind one server, and a long prompt's handoff
     through it, like a short prompt, comes back through the router."""
     pools.create(
         example(
             "simulator-pool.yaml",
             model={"name": "Qwen/Qwen3-30B-A3B", "maxModelLen": 16384},
-            workload={"requestsPerSecond": 20},
+            workload={"requestsPerSecond": 20, "promptTokens": {"mean": 2048}},
             disaggregation={"kvTransfer": {"connector": "nixl"}},
         )
     )

@@ -9,7 +9,7 @@ import pytest
 from tandem.api import TokenStats
 from tandem.api.lengths import lognormal_sigma
 from tandem.planner.lengths import LengthDistribution
-from tandem.planner.queueing import max_utilisation, wait_percentile_ms
+from tandem.planner.queueing import erlang_c, max_utilisation, mean_wait_ms, wait_percentile_ms
 
 
 def test_wait_percentile_is_exact_for_exponential_service() -> None:
@@ -18,6 +18,34 @@ def test_wait_percentile_is_exact_for_exponential_service() -> None:
     mu, lam = 1 / mean, rho / mean
     exact = math.log(rho / (1 - p / 100)) / (mu - lam)
     assert wait_percentile_ms(rho, mean, 2 * mean * mean, p) == pytest.approx(exact, rel=1e-12)
+
+
+def test_erlang_c_is_the_textbook_sum() -> None:
+    # C(c, a) = (a^c / c!) (c / (c - a)) / (sum_{k<c} a^k / k! + (a^c / c!) (c / (c - a))).
+    for servers, rho in ((1, 0.3), (2, 0.5), (4, 0.8), (16, 0.9), (40, 0.7)):
+        a = servers * rho
+        top = a**servers / math.factorial(servers) * servers / (servers - a)
+        exact = top / (sum(a**k / math.factorial(k) for k in range(servers)) + top)
+        assert erlang_c(servers, rho) == pytest.approx(exact, rel=1e-9)
+
+
+def test_pooled_wait_is_exact_for_exponential_service() -> None:
+    # M/M/c: P(W > t) = C exp(-(c mu - lambda) t), E[W] = C / (c mu - lambda).
+    mean, rho, p, servers = 100.0, 0.8, 90.0, 4
+    mu, lam = 1 / mean, servers * rho / mean
+    waits = erlang_c(servers, rho)
+    assert mean_wait_ms(rho, mean, 2 * mean * mean, servers) == pytest.approx(waits / (servers * mu - lam))
+    exact = math.log(waits / (1 - p / 100)) / (servers * mu - lam)
+    assert wait_percentile_ms(rho, mean, 2 * mean * mean, p, servers) == pytest.approx(exact, rel=1e-12)
+
+
+def test_one_server_is_pollaczek_khinchine_and_more_servers_wait_less() -> None:
+    mean, second, rho = 100.0, 3e4, 0.85
+    assert mean_wait_ms(rho, mean, second, 1) == pytest.approx(rho / mean * second / (2 * (1 - rho)))
+    waits = [wait_percentile_ms(rho, mean, second, 90, c) for c in (1, 2, 4, 8, 64)]
+    assert waits == sorted(waits, reverse=True) and waits[-1] < waits[0]
+    # A large pool: the recursion stays finite (a^c / c! would overflow a float).
+    assert 0 <= wait_percentile_ms(0.99, mean, second, 90, 50_000) < math.inf
 
 
 def test_no_wait_below_the_tail_and_unbounded_at_saturation() -> None:

@@ -106,13 +106,13 @@ def test_the_pools_own_layout_is_no_recommendation(rps: float) -> None:
 
 
 def test_a_dp_layout_keeps_its_ranks_and_experts_when_replanned() -> None:
-    """Qwen3-30B-A3B prefills on DP2 x TP1 with EP at 20 requests/s. At 40/s the planner alone would
-    take another layout (three DP1 replicas since its prefill moments cover the prompts' tail); on
-    the pool's layout that is two DP2 replicas (before, with DP free, the autoscaler would have set
-    replicas of a layout that does not run)."""
+    """Qwen3-30B-A3B prefills 2,048-token prompts on DP2 x TP1 with EP at 20 requests/s. At 40/s the
+    planner alone would take another layout (three DP1 replicas since its prefill moments cover the
+    prompts' tail); on the pool's layout that is two DP2 replicas (before, with DP free, the
+    autoscaler would have set replicas of a layout that does not run)."""
     spec, plans = pool(
         model={"name": "Qwen/Qwen3-30B-A3B"},
-        workload={"requestsPerSecond": 20},
+        workload={"requestsPerSecond": 20, "promptTokens": {"mean": 2048}},
         disaggregation={"kvTransfer": {"connector": "nixl"}, "mode": "Always"},
     )
     assert plans.gpus_per_replica.prefill == 2
