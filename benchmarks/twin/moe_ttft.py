@@ -117,9 +117,7 @@ def legs(request: twin.PlanRequest, prefill: RolePlan, rps: float, seconds: floa
         a.prompt_tokens + 1 for a in drawn
     )
     arrivals = [a for a in drawn if twin.fits(a, context)]
-    runs = twin._serve_role(
-        prefill, [twin.Arrival(a.at, a.prompt_tokens, 1) for a in arrivals], 3 * seconds, rng
-    )
+    runs = twin._serve_role(prefill, [twin.Arrival(a.at, a.prompt_tokens, 1) for a in arrivals], 3 * seconds)
     measured = [
         s for run in runs for s in run.served if s.reached >= seconds * twin.WARMUP_FRACTION and s.done
     ]
