@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from tandem.api import GROUP
+
 # API versions in order of preference: the newest served wins.
 PDB_VERSIONS = ("policy/v1", "policy/v1beta1")
 LWS_VERSIONS = ("leaderworkerset.x-k8s.io/v1",)
@@ -18,6 +20,9 @@ GIE_VERSIONS = ("inference.networking.k8s.io/v1",)
 DISCOVERED_GROUPS = tuple(
     sorted({version.rpartition("/")[0] for version in PDB_VERSIONS + LWS_VERSIONS + GIE_VERSIONS})
 )
+# And the operator's own: a CRD of these groups is awaited served before kopf looks at it again
+# (operator/handlers.py), the InferencePool CRD too, when it is applied after the operator starts.
+AWAITED_GROUPS = (*DISCOVERED_GROUPS, GROUP)
 
 
 class Capabilities(BaseModel):
@@ -63,10 +68,10 @@ def still_listed(caps: Capabilities, served: Iterable[str]) -> Capabilities:
 
 
 def crd_change(event_type: str | None, crd: Mapping[str, Any]) -> CrdChange | None:
-    """What a CRD event changes, for a CRD of a group discovery decides capabilities from (else None)."""
+    """What a CRD event changes, for a CRD of a group in AWAITED_GROUPS (else None)."""
     spec = crd.get("spec") or {}
     group = spec.get("group")
-    if group not in DISCOVERED_GROUPS:
+    if group not in AWAITED_GROUPS:
         return None
     versions = tuple(f"{group}/{v['name']}" for v in spec.get("versions") or [] if v.get("served", True))
     conditions = (crd.get("status") or {}).get("conditions") or []

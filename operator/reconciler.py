@@ -25,7 +25,7 @@ from tandem.api import InferencePoolStatus
 from tandem.operator.autoscale.autoscaler import Autoscaler, autoscaling_condition, live_workload
 from tandem.operator.autoscale.handover import handed_over, handover_manifest, live_replicas
 from tandem.operator.capabilities import (
-    DISCOVERED_GROUPS,
+    AWAITED_GROUPS,
     Capabilities,
     capabilities_from,
     crd_change,
@@ -149,18 +149,21 @@ class Reconciler:
         self._discovered_at = self._clock()
 
     async def _served(self) -> list[str]:
-        return [version for group in DISCOVERED_GROUPS for version in await self._api.served_versions(group)]
+        return [version for group in AWAITED_GROUPS for version in await self._api.served_versions(group)]
 
     async def crd_changed(self, event_type: str | None, crd: Body) -> bool:
         """Whether a CRD event changed the capabilities (a LeaderWorkerSet or GIE InferencePool CRD
         came, or is going). An Established CRD's versions are awaited in discovery, then given a
-        moment to be routed, before they count; a CRD being deleted stops counting at once."""
+        moment to be routed, before they count, or before this returns where discovery did not list
+        them at first (kopf then looks at them: operator/handlers.py); a CRD being deleted stops
+        counting at once."""
         change = crd_change(event_type, crd)
         if change is None:
             return False
         deadline = self._clock() + REDISCOVER_SECONDS
         try:
             served = await self._served()
+            listed = set(change.established) <= set(served)
             while not set(change.established) <= set(served) and self._clock() < deadline:
                 await self._sleep(DISCOVERY_POLL_SECONDS)
                 served = await self._served()
@@ -168,10 +171,10 @@ class Reconciler:
             logger.warning("API discovery failed: %s", exc)
             return False
         caps = capabilities_from(served, change.withdrawn)
+        if change.established and (caps != self.caps or not listed):
+            await self._sleep(ESTABLISHED_SETTLE_SECONDS)
         if caps == self.caps:
             return False
-        if change.established:
-            await self._sleep(ESTABLISHED_SETTLE_SECONDS)
         self.caps, self._discovered_at = caps, self._clock()
         return True
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from operator_memory_api import EXAMPLE, MemoryApi, pool_body
 
-from tandem.api import Condition, InferencePoolStatus
+from tandem.api import GROUP, Condition, InferencePoolStatus
 from tandem.cli import main
 from tandem.operator.controller import Controller
 from tandem.operator.kube import KubeError, NotFoundError
@@ -432,6 +432,24 @@ async def test_a_leader_worker_set_crd_installed_later_is_used_at_once(
         "llama-70b-prefill",
         "llama-70b-decode",
     }
+
+
+async def test_the_inference_pool_crd_applied_after_the_operator_is_awaited_before_kopf_looks(
+    timed: tuple[Controller, MemoryApi, FakeTime],
+) -> None:
+    """kopf rescans a CRD's group once ``observe_crd`` returns (operator/handlers.py): Tandem's own
+    CRD, applied after the operator started, is awaited in discovery and given the moment to be
+    routed, or kopf would never watch pools (or its first list would answer 404); it changes no
+    capability. Listed already at the event (the operator's start), it costs no wait."""
+    running, _, time = timed
+    caps = running.reconciler.caps
+    time.listed_after[GROUP] = (2, [f"{GROUP}/v1"])  # as crd_event_body serves
+    await running.observe_crd("MODIFIED", crd_event_body(GROUP))
+    assert time.sleeps == [DISCOVERY_POLL_SECONDS, DISCOVERY_POLL_SECONDS, ESTABLISHED_SETTLE_SECONDS]
+    assert running.reconciler.caps == caps and len(running.queue) == 0
+    time.sleeps.clear()
+    await running.observe_crd(None, crd_event_body(GROUP))
+    assert time.sleeps == []
 
 
 async def test_gie_pool_follows_its_crd_and_the_gateways_verdict(
