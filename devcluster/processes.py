@@ -13,19 +13,13 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+# Re-exported: the devcluster's callers pick their ports here.
+from tandem.sim.ports import free_port as free_port
+
 _SETPRIV = shutil.which("setpriv")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def with_parent_death_signal(argv: Sequence[str]) -> list[str]:

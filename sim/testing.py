@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
 from tandem.sim.app import create_app
+from tandem.sim.ports import free_port as free_port
 from tandem.sim.settings import SimSettings
 
 
@@ -67,14 +67,6 @@ async def eventually(check: Callable[[], Awaitable[bool]], wait_s: float = 15.0)
         if time.monotonic() >= deadline:
             raise AssertionError(f"the condition did not hold within {wait_s} s")
         await asyncio.sleep(0.02)
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
