@@ -107,6 +107,17 @@ class Kopf:
     settings: kopf.OperatorSettings = field(default_factory=kopf_settings)
     insights: Insights = field(default_factory=Insights)
 
+    async def stop_watching(self, crd: Body) -> None:
+        """kopf stops watching the kind of ``crd``, which is being deleted, at once: once its
+        objects are gone the API server closes the watch, and kopf's list to restart it would
+        answer 404 (fatal to the operator) while discovery still lists the kind."""
+        spec = crd.get("spec") or {}
+        group, plural = spec.get("group"), (spec.get("names") or {}).get("plural")
+        async with self.insights.revised:
+            for resources in (self.insights.watched_resources, self.insights.indexed_resources):
+                resources.difference_update({r for r in resources if (r.group, r.plural) == (group, plural)})
+            self.insights.revised.notify_all()
+
     async def rescan(self, event: kopf.RawEvent) -> None:
         """kopf looks again at the kinds of the group of the CRD in ``event``, and starts or stops
         watching them."""
@@ -143,7 +154,15 @@ def build_kopf(
 
     @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", id="crds", registry=registry)
     async def crd_event(event: kopf.RawEvent, **_: Any) -> None:
-        await observe_crd(event.get("type"), dict(event["object"]))
+        crd: Body = dict(event["object"])
+        spec = crd.get("spec") or {}
+        if event.get("type") == "DELETED" or (crd.get("metadata") or {}).get("deletionTimestamp"):
+            # Not rescanned: discovery may list the kind a while yet, and kopf would watch it again.
+            await running.stop_watching(crd)
+            cache.forget_kind(str(spec.get("group")), str((spec.get("names") or {}).get("kind")))
+            await observe_crd(event.get("type"), crd)
+            return
+        await observe_crd(event.get("type"), crd)
         await running.rescan(event)
 
     return running

@@ -182,6 +182,17 @@ class ObjectCache:
         if record.pool is not None:
             self._queue.add(key)
 
+    def forget_kind(self, group: str, kind: str) -> None:
+        """Children of a kind no longer watched (its CRD is going: operator/handlers.py) count as
+        deleted, as their watch would have said."""
+        for key, record in list(self._records.items()):
+            for body in [
+                b
+                for b in record.children.values()
+                if b.get("kind") == kind and str(b.get("apiVersion", "")).partition("/")[0] == group
+            ]:
+                self._observe_child_of(key, "DELETED", body)
+
     async def prime(self, api: KubeApi, kinds: Iterable[Kind], namespaces: tuple[str, ...]) -> None:
         """Record the existing children before the first reconcile, so none looks missing."""
         selector = f"{MANAGED_BY_LABEL}={MANAGED_BY}"

@@ -58,3 +58,45 @@ async def test_kopf_rescans_a_crds_group_once_the_operator_has_seen_it_served(
     served.set()
     await handled
     assert calls == ["observe MODIFIED inference.networking.k8s.io", "served", "rescan MODIFIED"]
+
+
+async def test_a_crd_being_deleted_is_no_longer_watched_and_its_children_count_as_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once its objects are gone the API server closes the kind's watch, and kopf's list to restart
+    it answers 404, which stops the whole operator: kopf stops watching at the first deletion event,
+    and is not asked to rescan (discovery may list the kind a while yet)."""
+    from kopf._cogs.structs.references import Resource
+
+    seen: list[str | None] = []
+
+    async def observe_crd(event_type: str | None, body: dict[str, Any]) -> None:
+        seen.append(event_type)
+
+    async def rescan(event: kopf.RawEvent) -> None:
+        raise AssertionError("no rescan for a CRD being deleted")
+
+    cache = ObjectCache(WorkQueue(_nothing, workers=1))
+    gie = {
+        "apiVersion": "inference.networking.k8s.io/v1",
+        "kind": "InferencePool",
+        "metadata": {
+            "name": "llama",
+            "namespace": "serving",
+            "uid": "u1",
+            "labels": {"tandem.dev/pool": "llama"},
+        },
+    }
+    cache.observe_child(None, gie)
+    running = build_kopf(cache, None, observe_crd)
+    monkeypatch.setattr(running, "rescan", rescan)
+    watched = Resource(group="inference.networking.k8s.io", version="v1", plural="inferencepools")
+    deployments = Resource(group="apps", version="v1", plural="deployments")
+    running.insights.watched_resources.update({watched, deployments})
+    deleting = {**GIE_CRD, "metadata": {**GIE_CRD["metadata"], "deletionTimestamp": "2026-12-02T00:00:00Z"}}
+    deleting["spec"] = {**GIE_CRD["spec"], "names": {"plural": "inferencepools", "kind": "InferencePool"}}
+    await crd_handler(running)(event={"type": "MODIFIED", "object": deleting})
+    assert running.insights.watched_resources == {deployments}
+    assert seen == ["MODIFIED"]
+    record = cache.get(("serving", "llama"))
+    assert record is None or not record.children
