@@ -19,6 +19,9 @@ LOWEST = 10_000
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 DEFAULT_EPHEMERAL_LOW = 32_768
 ATTEMPTS = 200
+# Handed out by this process: a port not bound yet is free to the next draw too, so one process
+# starting several servers never gets the same port twice.
+_HANDED_OUT: set[int] = set()
 
 
 def _ephemeral_low() -> int:
@@ -35,11 +38,14 @@ def free_port(host: str = "127.0.0.1") -> int:
     draw = random.SystemRandom()
     for _ in range(ATTEMPTS if high > LOWEST else 0):
         port = draw.randrange(LOWEST, high)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             try:
                 probe.bind((host, port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
