@@ -67,6 +67,11 @@ def still_listed(caps: Capabilities, served: Iterable[str]) -> Capabilities:
     return capabilities_from(caps.versions & set(served))
 
 
+def crd_deleting(event_type: str | None, crd: Mapping[str, Any]) -> bool:
+    """Whether a CRD event tells of its deletion (done, or begun)."""
+    return event_type == "DELETED" or bool((crd.get("metadata") or {}).get("deletionTimestamp"))
+
+
 def crd_change(event_type: str | None, crd: Mapping[str, Any]) -> CrdChange | None:
     """What a CRD event changes, for a CRD of a group in AWAITED_GROUPS (else None)."""
     spec = crd.get("spec") or {}
@@ -76,7 +81,7 @@ def crd_change(event_type: str | None, crd: Mapping[str, Any]) -> CrdChange | No
     versions = tuple(f"{group}/{v['name']}" for v in spec.get("versions") or [] if v.get("served", True))
     conditions = (crd.get("status") or {}).get("conditions") or []
     established = any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
-    deleted = event_type == "DELETED" or bool((crd.get("metadata") or {}).get("deletionTimestamp"))
+    deleted = crd_deleting(event_type, crd)
     if established and not deleted:
         return CrdChange(established=versions)
     return CrdChange(withdrawn=versions)

@@ -30,6 +30,7 @@ from kopf._cogs.structs.references import Insights
 from kopf._core.reactor.observation import process_discovered_resource_event
 
 from tandem.api import GROUP, PLURAL, VERSION
+from tandem.operator.capabilities import crd_deleting
 from tandem.operator.kinds import CHILD_KINDS
 from tandem.operator.kube import Body
 from tandem.operator.naming import MANAGED_BY, MANAGED_BY_LABEL
@@ -155,14 +156,13 @@ def build_kopf(
     @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", id="crds", registry=registry)
     async def crd_event(event: kopf.RawEvent, **_: Any) -> None:
         crd: Body = dict(event["object"])
-        spec = crd.get("spec") or {}
-        if event.get("type") == "DELETED" or (crd.get("metadata") or {}).get("deletionTimestamp"):
-            # Not rescanned: discovery may list the kind a while yet, and kopf would watch it again.
+        deleting = crd_deleting(event.get("type"), crd)
+        if deleting:
+            spec = crd.get("spec") or {}
             await running.stop_watching(crd)
             cache.forget_kind(str(spec.get("group")), str((spec.get("names") or {}).get("kind")))
-            await observe_crd(event.get("type"), crd)
-            return
         await observe_crd(event.get("type"), crd)
-        await running.rescan(event)
+        if not deleting:  # discovery may list a deleted kind a while yet: kopf would watch it again
+            await running.rescan(event)
 
     return running
