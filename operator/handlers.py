@@ -141,11 +141,15 @@ def build_kopf(
             return connection_info(kubeconfig, settings)
         return kopf.login_via_client(settings=settings, **kwargs)
 
+    # Coroutines, so kopf runs them on the event loop: it runs a plain function in its thread pool
+    # (kopf/_core/actions/invocation.py), where the cache and the work queue (an asyncio.Queue, not
+    # thread-safe) raced the reconcile workers: a pool's trigger that came while its reconcile ended
+    # was lost, and the pool was not reconciled again (a spec change never applied).
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    def pool_event(event: kopf.RawEvent, **_: Any) -> None:
+    async def pool_event(event: kopf.RawEvent, **_: Any) -> None:
         cache.observe_pool(event.get("type"), dict(event["object"]))
 
-    def child_event(event: kopf.RawEvent, **_: Any) -> None:
+    async def child_event(event: kopf.RawEvent, **_: Any) -> None:
         cache.observe_child(event.get("type"), dict(event["object"]))
 
     for group, version, plural in child_watches():

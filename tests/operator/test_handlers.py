@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import kopf
@@ -100,3 +101,27 @@ async def test_a_crd_being_deleted_is_no_longer_watched_and_its_children_count_a
     assert seen == ["MODIFIED"]
     record = cache.get(("serving", "llama"))
     assert record is None or not record.children
+
+
+async def test_pool_and_child_events_reach_the_cache_on_the_event_loop() -> None:
+    """kopf runs a plain-function handler in its thread pool; the cache and the work queue (an
+    asyncio.Queue) are the event loop's alone: a trigger from another thread that raced a reconcile's
+    end was lost (CI: a spec change whose reconcile never came)."""
+    from kopf._core.actions.invocation import invoke
+
+    threads: list[int] = []
+
+    class Cache(ObjectCache):
+        def observe_pool(self, event_type: str | None, body: dict[str, Any]) -> None:
+            threads.append(threading.get_ident())
+
+        def observe_child(self, event_type: str | None, body: dict[str, Any]) -> None:
+            threads.append(threading.get_ident())
+
+    running = build_kopf(Cache(WorkQueue(_nothing, workers=1)), None, lambda *_: _nothing(None))
+    handlers = [h for h in running.registry._watching.get_all_handlers() if h.id != "crds"]
+    assert len(handlers) > 1  # the pools' and each child kind's
+    event = {"type": "MODIFIED", "object": {"metadata": {"name": "llama", "namespace": "serving"}}}
+    for handler in handlers:
+        await invoke(handler.fn, settings=running.settings, kwargs={"event": event})
+    assert threads == [threading.get_ident()] * len(handlers)
