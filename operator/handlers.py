@@ -143,8 +143,8 @@ def build_kopf(
 
     # Coroutines, so kopf runs them on the event loop: it runs a plain function in its thread pool
     # (kopf/_core/actions/invocation.py), where the cache and the work queue (an asyncio.Queue, not
-    # thread-safe) raced the reconcile workers: a pool's trigger that came while its reconcile ended
-    # was lost, and the pool was not reconciled again (a spec change never applied).
+    # thread-safe) raced the reconcile workers: a pool's trigger that came as its reconcile ended
+    # could be lost, and the pool not reconciled again (a spec change never applied).
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def pool_event(event: kopf.RawEvent, **_: Any) -> None:
         cache.observe_pool(event.get("type"), dict(event["object"]))

@@ -106,7 +106,7 @@ async def test_a_crd_being_deleted_is_no_longer_watched_and_its_children_count_a
 async def test_pool_and_child_events_reach_the_cache_on_the_event_loop() -> None:
     """kopf runs a plain-function handler in its thread pool; the cache and the work queue (an
     asyncio.Queue) are the event loop's alone: a trigger from another thread that raced a reconcile's
-    end was lost (CI: a spec change whose reconcile never came)."""
+    end could be lost (a likely cause of a CI flake: a spec change whose reconcile never came)."""
     from kopf._core.actions.invocation import invoke
 
     threads: list[int] = []
